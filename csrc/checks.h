@@ -1,0 +1,151 @@
+// Argument checks and shape arithmetic shared by the CPU and CUDA entry points.
+//
+// Every check raises a Python ValueError (TORCH_CHECK_VALUE) that names the argument and the
+// offending sizes. The Python layer (fastcnn/_checks.py) runs the same checks first, with the
+// user's argument names; these are the guard for direct torch.ops.fastcnn.* calls.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+#include <c10/util/string_view.h>
+
+#include <optional>
+#include <string>
+
+namespace fastcnn {
+
+enum class Activation : int { None = 0, ReLU = 1 };
+
+inline Activation parse_activation(c10::string_view act) {
+  if (act == "none" || act == "") return Activation::None;
+  if (act == "relu") return Activation::ReLU;
+  TORCH_CHECK_VALUE(false, "activation must be 'none' or 'relu', got '", std::string(act), "'");
+}
+
+// Geometry of a 2-d convolution. Input [N, C, H, W], weight [K, C/G, R, S], output [N, K, P, Q].
+struct ConvGeom {
+  int64_t N, C, H, W;
+  int64_t K, R, S;
+  int64_t P, Q;
+  int64_t G;
+  int64_t sh, sw, ph, pw, dh, dw;
+  int64_t Cg() const { return C / G; }
+  int64_t Kg() const { return K / G; }
+};
+
+// Max-pool geometry. Input [N, C, H, W], output [N, C, P, Q].
+struct PoolGeom {
+  int64_t N, C, H, W;
+  int64_t kh, kw, sh, sw, ph, pw, dh, dw;
+  int64_t P, Q;
+};
+
+inline bool is_float_type(at::ScalarType t) {
+  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
+}
+
+inline void check_pair(const char* op, const char* name, at::IntArrayRef v, int64_t min_value) {
+  TORCH_CHECK_VALUE(v.size() == 2, op, ": ", name, " must have 2 elements, got ", v);
+  TORCH_CHECK_VALUE(v[0] >= min_value && v[1] >= min_value, op, ": ", name, " must be >= ", min_value,
+                    ", got ", v);
+}
+
+inline void check_same(const char* op, const at::Tensor& a, const char* an, const at::Tensor& b, const char* bn) {
+  TORCH_CHECK_VALUE(a.scalar_type() == b.scalar_type(), op, ": ", bn, " dtype ", b.scalar_type(),
+                    " does not match ", an, " dtype ", a.scalar_type());
+  TORCH_CHECK_VALUE(a.device() == b.device(), op, ": ", bn, " is on ", b.device(), " but ", an, " is on ",
+                    a.device());
+}
+
+inline ConvGeom check_conv2d(const char* op, const at::Tensor& input, const at::Tensor& weight,
+                             const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual,
+                             at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                             int64_t groups) {
+  TORCH_CHECK_VALUE(input.dim() == 4, op, ": input must be 4-d [N, C, H, W], got shape ", input.sizes());
+  TORCH_CHECK_VALUE(weight.dim() == 4, op, ": weight must be 4-d [C_out, C_in/groups, kH, kW], got shape ",
+                    weight.sizes());
+  TORCH_CHECK_VALUE(is_float_type(input.scalar_type()), op, ": input must be a floating-point tensor, got ",
+                    input.scalar_type());
+  check_same(op, input, "input", weight, "weight");
+  check_pair(op, "stride", stride, 1);
+  check_pair(op, "padding", padding, 0);
+  check_pair(op, "dilation", dilation, 1);
+  TORCH_CHECK_VALUE(groups >= 1, op, ": groups must be >= 1, got ", groups);
+  ConvGeom g{};
+  g.N = input.size(0); g.C = input.size(1); g.H = input.size(2); g.W = input.size(3);
+  g.K = weight.size(0); g.R = weight.size(2); g.S = weight.size(3);
+  g.G = groups;
+  g.sh = stride[0]; g.sw = stride[1]; g.ph = padding[0]; g.pw = padding[1]; g.dh = dilation[0]; g.dw = dilation[1];
+  TORCH_CHECK_VALUE(g.C > 0 && g.K > 0 && g.R > 0 && g.S > 0, op, ": input channels, weight out-channels and "
+                    "kernel size must be positive; input shape ", input.sizes(), ", weight shape ", weight.sizes());
+  TORCH_CHECK_VALUE(g.C % groups == 0, op, ": input channels (", g.C, ") must be divisible by groups (", groups, ")");
+  TORCH_CHECK_VALUE(g.K % groups == 0, op, ": weight out-channels (", g.K, ") must be divisible by groups (", groups,
+                    ")");
+  TORCH_CHECK_VALUE(weight.size(1) * groups == g.C, op, ": weight expects ", weight.size(1) * groups,
+                    " input channels (weight shape ", weight.sizes(), ", groups=", groups, ") but input has ", g.C,
+                    " (input shape ", input.sizes(), ")");
+  const int64_t eff_h = g.dh * (g.R - 1) + 1, eff_w = g.dw * (g.S - 1) + 1;
+  TORCH_CHECK_VALUE(g.H + 2 * g.ph >= eff_h && g.W + 2 * g.pw >= eff_w, op, ": kernel (", eff_h, "x", eff_w,
+                    " with dilation) is larger than the padded input (", g.H + 2 * g.ph, "x", g.W + 2 * g.pw,
+                    "); input shape ", input.sizes(), ", weight shape ", weight.sizes(), ", padding ", padding);
+  g.P = (g.H + 2 * g.ph - eff_h) / g.sh + 1;
+  g.Q = (g.W + 2 * g.pw - eff_w) / g.sw + 1;
+  if (bias.has_value()) {
+    check_same(op, input, "input", *bias, "bias");
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == g.K, op, ": bias must have shape [", g.K, "], got ",
+                      bias->sizes());
+  }
+  if (residual.has_value()) {
+    check_same(op, input, "input", *residual, "residual");
+    TORCH_CHECK_VALUE(residual->dim() == 4 && residual->size(0) == g.N && residual->size(1) == g.K &&
+                          residual->size(2) == g.P && residual->size(3) == g.Q,
+                      op, ": residual must have the output's shape [", g.N, ", ", g.K, ", ", g.P, ", ", g.Q,
+                      "], got ", residual->sizes());
+  }
+  return g;
+}
+
+inline int64_t pool_out_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d, bool ceil_mode) {
+  // As PyTorch's pooling_output_shape: with ceil_mode the last window must start inside the input
+  // or the left padding.
+  const int64_t num = in + 2 * p - d * (k - 1) - 1 + (ceil_mode ? s - 1 : 0);
+  int64_t out = (num >= 0 ? num / s : -((-num + s - 1) / s)) + 1;
+  if (ceil_mode && (out - 1) * s >= in + p) --out;
+  return out;
+}
+
+inline PoolGeom check_max_pool2d(const char* op, const at::Tensor& input, at::IntArrayRef kernel_size,
+                                 at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                                 bool ceil_mode) {
+  TORCH_CHECK_VALUE(input.dim() == 4, op, ": input must be 4-d [N, C, H, W], got shape ", input.sizes());
+  TORCH_CHECK_VALUE(is_float_type(input.scalar_type()), op, ": input must be a floating-point tensor, got ",
+                    input.scalar_type());
+  check_pair(op, "kernel_size", kernel_size, 1);
+  check_pair(op, "stride", stride, 1);
+  check_pair(op, "padding", padding, 0);
+  check_pair(op, "dilation", dilation, 1);
+  PoolGeom g{};
+  g.N = input.size(0); g.C = input.size(1); g.H = input.size(2); g.W = input.size(3);
+  g.kh = kernel_size[0]; g.kw = kernel_size[1]; g.sh = stride[0]; g.sw = stride[1];
+  g.ph = padding[0]; g.pw = padding[1]; g.dh = dilation[0]; g.dw = dilation[1];
+  TORCH_CHECK_VALUE(g.ph <= g.kh / 2 && g.pw <= g.kw / 2, op, ": padding must be at most half the kernel size, got "
+                    "padding ", padding, " for kernel_size ", kernel_size);
+  TORCH_CHECK_VALUE(g.C > 0 && g.H > 0 && g.W > 0, op, ": input channels and spatial sizes must be positive, got "
+                    "input shape ", input.sizes());
+  g.P = pool_out_size(g.H, g.kh, g.sh, g.ph, g.dh, ceil_mode);
+  g.Q = pool_out_size(g.W, g.kw, g.sw, g.pw, g.dw, ceil_mode);
+  TORCH_CHECK_VALUE(g.P >= 1 && g.Q >= 1, op, ": output size is too small: input shape ", input.sizes(),
+                    ", kernel_size ", kernel_size, ", stride ", stride, ", padding ", padding, ", dilation ", dilation,
+                    " give output ", g.P, "x", g.Q);
+  return g;
+}
+
+// Channels-last when the input (or the weight) is, as PyTorch's CPU and cuDNN convolutions decide.
+inline at::MemoryFormat conv_memory_format(const at::Tensor& input, const at::Tensor& weight) {
+  if (input.suggest_memory_format() == at::MemoryFormat::ChannelsLast ||
+      weight.suggest_memory_format() == at::MemoryFormat::ChannelsLast)
+    return at::MemoryFormat::ChannelsLast;
+  return at::MemoryFormat::Contiguous;
+}
+
+}  // namespace fastcnn

@@ -1,0 +1,99 @@
+// fastcnn::add_relu on the CPU: relu(input + other) in one pass, and its backward.
+//
+// TensorIterator gives broadcasting, any strides and the output memory format of torch.add; the
+// loops are ours: a contiguous fast path the compiler vectorises, and a strided one.
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+#include <ATen/TensorIterator.h>
+#include <torch/library.h>
+
+#include "backend.h"
+#include "checks.h"
+
+namespace fastcnn::cpu {
+namespace {
+
+template <typename T, typename F>
+void binary_loop(at::TensorIterator& iter, F f) {
+  iter.for_each([f](char** data, const int64_t* strides, int64_t n) {
+    T* o = reinterpret_cast<T*>(data[0]);
+    const T* a = reinterpret_cast<const T*>(data[1]);
+    const T* b = reinterpret_cast<const T*>(data[2]);
+    constexpr int64_t s = sizeof(T);
+    if (strides[0] == s && strides[1] == s && strides[2] == s) {
+      for (int64_t i = 0; i < n; ++i) o[i] = f(a[i], b[i]);
+    } else if (strides[0] == s && strides[1] == s && strides[2] == 0) {
+      const T bv = b[0];
+      for (int64_t i = 0; i < n; ++i) o[i] = f(a[i], bv);
+    } else if (strides[0] == s && strides[1] == 0 && strides[2] == s) {
+      const T av = a[0];
+      for (int64_t i = 0; i < n; ++i) o[i] = f(av, b[i]);
+    } else {
+      for (int64_t i = 0; i < n; ++i) {
+        *reinterpret_cast<T*>(data[0] + i * strides[0]) = f(*reinterpret_cast<const T*>(data[1] + i * strides[1]),
+                                                            *reinterpret_cast<const T*>(data[2] + i * strides[2]));
+      }
+    }
+  });
+}
+
+void check_pair_tensors(const char* op, const at::Tensor& a, const char* an, const at::Tensor& b, const char* bn) {
+  TORCH_CHECK_VALUE(is_float_type(a.scalar_type()), op, ": ", an, " must be a floating-point tensor, got ",
+                    a.scalar_type());
+  check_same(op, a, an, b, bn);
+}
+
+void check_broadcast(const char* op, const at::Tensor& a, const at::Tensor& b) {
+  const int64_t nd = std::max(a.dim(), b.dim());
+  for (int64_t i = 0; i < nd; ++i) {
+    const int64_t sa = i < a.dim() ? a.size(a.dim() - 1 - i) : 1;
+    const int64_t sb = i < b.dim() ? b.size(b.dim() - 1 - i) : 1;
+    TORCH_CHECK_VALUE(sa == sb || sa == 1 || sb == 1, op, ": shapes ", a.sizes(), " (input) and ", b.sizes(),
+                      " (other) cannot be broadcast together");
+  }
+}
+
+at::Tensor add_relu(const at::Tensor& input, const at::Tensor& other) {
+  if (use_triton("add_relu", input.device(), false))
+    return call_triton<decltype(add_relu)>("add_relu", input, other);
+  check_pair_tensors("add_relu", input, "input", other, "other");
+  check_broadcast("add_relu", input, other);
+  at::Tensor out;
+  auto iter = at::TensorIterator::borrowing_binary_op(out, input, other);
+  poison(iter.output(0));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "fastcnn_add_relu_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    binary_loop<scalar_t>(iter, [](scalar_t a, scalar_t b) -> scalar_t {
+      const acc_t v = static_cast<acc_t>(a) + static_cast<acc_t>(b);
+      return static_cast<scalar_t>(v < acc_t(0) ? acc_t(0) : v);  // NaN stays NaN
+    });
+  });
+  return iter.output();
+}
+
+at::Tensor add_relu_backward(const at::Tensor& grad_output, const at::Tensor& output) {
+  if (use_triton("add_relu_backward", output.device(), false))
+    return call_triton<decltype(add_relu_backward)>("add_relu_backward", grad_output, output);
+  check_pair_tensors("add_relu_backward", output, "output", grad_output, "grad_output");
+  TORCH_CHECK_VALUE(grad_output.sizes() == output.sizes(), "add_relu_backward: grad_output shape ",
+                    grad_output.sizes(), " must match output shape ", output.sizes());
+  at::Tensor gi;
+  auto iter = at::TensorIterator::borrowing_binary_op(gi, grad_output, output);
+  poison(iter.output(0));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, output.scalar_type(), "fastcnn_add_relu_backward_cpu",
+                                  [&] {
+                                    binary_loop<scalar_t>(iter, [](scalar_t g, scalar_t o) -> scalar_t {
+                                      return o <= scalar_t(0) ? scalar_t(0) : g;
+                                    });
+                                  });
+  return iter.output();
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastcnn, CPU, m) {
+  m.impl("add_relu", &add_relu);
+  m.impl("_add_relu_backward", &add_relu_backward);
+}
+
+}  // namespace fastcnn::cpu
