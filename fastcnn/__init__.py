@@ -1,0 +1,25 @@
+"""fastcnn: fused CNN kernels for PyTorch.
+
+Ops (``torch.ops.fastcnn.*``): ``conv2d`` (conv + bias + residual + ReLU), ``conv1x1`` (the
+bottleneck 1x1 conv as a GEMM with the same epilogue), ``max_pool2d`` and ``add_relu``, each with
+autograd, fake kernels and torch.compile support, on CPU (C++), CUDA (CUDA C++) and Triton.
+"""
+
+import torch  # noqa: F401  (loads libc10/libtorch, which fastcnn._C links against)
+
+try:
+    from . import _C  # noqa: F401
+except ImportError as exc:  # pragma: no cover - a broken or missing build
+    raise ImportError(
+        "fastcnn's C++ extension (fastcnn._C) could not be loaded. Build it with "
+        "`pip install --no-build-isolation .` (or `make test`) against the torch you import: " + str(exc)
+    ) from exc
+
+from . import _ops  # noqa: F401  (fake kernels, autograd, Triton twins)
+from . import functional
+from ._backend import available_backends, backend, get_backend, set_backend, _init_from_env
+
+__all__ = ["functional", "backend", "set_backend", "get_backend", "available_backends"]
+__version__ = "0.1.0"
+
+_init_from_env()

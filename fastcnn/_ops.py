@@ -1,0 +1,227 @@
+"""Python-side registration of the fastcnn ops: fake kernels, autograd, and the Triton twins.
+
+The schemas and the CPU/CUDA kernels live in C++ (csrc/). Here:
+* ``register_fake`` for every op, producing the shapes, dtypes and strides the real kernels do;
+* ``register_autograd`` for every forward op, whose backward calls the ``_<op>_backward`` ops;
+* the kernels of ``fastcnn::_triton_<op>`` from ``fastcnn.kernels`` when Triton imports (CUDA
+  tensors; CPU tensors too when ``TRITON_INTERPRET=1``), and, when the extension was built without
+  CUDA, CUDA kernels for the public ops that go to Triton.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch._prims_common import suggest_memory_format
+
+from . import _C  # noqa: F401  (loads the library: schemas and C++ kernels)
+from . import _checks
+
+ops = torch.ops.fastcnn
+TRITON_ERROR: str | None = "not initialised"
+
+
+def _conv_format(input, weight):
+    if suggest_memory_format(input) == torch.channels_last or suggest_memory_format(weight) == torch.channels_last:
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _empty(shape, like, fmt=torch.contiguous_format, dtype=None):
+    return torch.empty(shape, dtype=dtype or like.dtype, device=like.device, memory_format=fmt)
+
+
+def _empty0(like, dtype=None):
+    return torch.empty((0,), dtype=dtype or like.dtype, device=like.device)
+
+
+# ------------------------------------------------------------------------------------------------
+# fake kernels
+# ------------------------------------------------------------------------------------------------
+
+def _conv2d_fake(input, weight, bias=None, residual=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
+                 activation="none"):
+    _checks.activation(activation, "conv2d")
+    shape = _checks.conv2d("conv2d", input, weight, bias, residual, stride, padding, dilation, groups)
+    return _empty(shape, input, _conv_format(input, weight))
+
+
+def _conv_backward_fake(grad_output, input, weight, output, output_mask, op):
+    fmt = _conv_format(input, weight)
+    gi = _empty(input.shape, input, fmt) if output_mask[0] else _empty0(input)
+    gw = _empty(weight.shape, input, suggest_memory_format(weight)) if output_mask[1] else _empty0(input)
+    gb = _empty((weight.shape[0],), input) if output_mask[2] else _empty0(input)
+    ga = _empty(grad_output.shape, input, fmt) if output_mask[3] else _empty0(input)
+    return gi, gw, gb, ga
+
+
+def _conv2d_backward_fake(grad_output, input, weight, output, stride, padding, dilation, groups, activation,
+                          output_mask):
+    return _conv_backward_fake(grad_output, input, weight, output, output_mask, "conv2d_backward")
+
+
+def _conv1x1_fake(input, weight, bias=None, residual=None, stride=(1, 1), activation="relu"):
+    _checks.activation(activation, "conv1x1")
+    _checks.conv1x1_weight("conv1x1", weight)
+    shape = _checks.conv2d("conv1x1", input, weight, bias, residual, stride, (0, 0), (1, 1), 1)
+    return _empty(shape, input, _conv_format(input, weight))
+
+
+def _conv1x1_backward_fake(grad_output, input, weight, output, stride, activation, output_mask):
+    return _conv_backward_fake(grad_output, input, weight, output, output_mask, "conv1x1_backward")
+
+
+def _max_pool2d_fake(input, kernel_size, stride, padding=(0, 0), dilation=(1, 1), ceil_mode=False,
+                     with_indices=False):
+    shape = _checks.max_pool2d("max_pool2d", input, kernel_size, stride, padding, dilation, ceil_mode)
+    fmt = suggest_memory_format(input)
+    out = _empty(shape, input, fmt)
+    idx = _empty(shape, input, fmt, torch.int64) if with_indices else _empty0(input, torch.int64)
+    return out, idx
+
+
+def _max_pool2d_backward_fake(grad_output, input, indices, kernel_size, stride, padding, dilation, ceil_mode):
+    return _empty(input.shape, input, suggest_memory_format(input))
+
+
+def _add_relu_fake(input, other):
+    _checks.add_relu("add_relu", input, other)
+    return torch.empty_like(input + other)  # TensorIterator's layout, as the real kernel
+
+
+def _add_relu_backward_fake(grad_output, output):
+    return torch.empty_like(grad_output + output)
+
+
+_FAKES = {
+    "conv2d": _conv2d_fake,
+    "conv2d_backward": _conv2d_backward_fake,
+    "conv1x1": _conv1x1_fake,
+    "conv1x1_backward": _conv1x1_backward_fake,
+    "max_pool2d": _max_pool2d_fake,
+    "max_pool2d_backward": _max_pool2d_backward_fake,
+    "add_relu": _add_relu_fake,
+    "add_relu_backward": _add_relu_backward_fake,
+}
+
+
+def _op_name(stem: str, triton: bool = False) -> str:
+    if stem.endswith("_backward"):
+        return f"fastcnn::_triton_{stem}" if triton else f"fastcnn::_{stem}"
+    return f"fastcnn::_triton_{stem}" if triton else f"fastcnn::{stem}"
+
+
+for _stem, _fake in _FAKES.items():
+    torch.library.register_fake(_op_name(_stem))(_fake)
+    torch.library.register_fake(_op_name(_stem, triton=True))(_fake)
+
+
+# ------------------------------------------------------------------------------------------------
+# autograd
+# ------------------------------------------------------------------------------------------------
+
+def _conv2d_setup_context(ctx, inputs, output):
+    input, weight, bias, residual, stride, padding, dilation, groups, activation = inputs
+    ctx.save_for_backward(input, weight, output if activation == "relu" else None)
+    ctx.conf = (stride, padding, dilation, groups, activation)
+
+
+def _conv_grads(ctx, grad, call):
+    input, weight, out = ctx.saved_tensors
+    # needs_input_grad can be shorter than the schema when trailing arguments are defaults.
+    need = tuple(ctx.needs_input_grad) + (False,) * 4
+    relu = ctx.conf[-1] == "relu"
+    mask = [need[0], need[1], need[2], need[3] and relu]
+    gi = gw = gb = ga = None
+    if any(mask):
+        gi, gw, gb, ga = call(grad, input, weight, out, mask)
+    grad_residual = (ga if relu else grad) if need[3] else None
+    return (gi if need[0] else None, gw if need[1] else None, gb if need[2] else None, grad_residual)
+
+
+def _conv2d_backward(ctx, grad):
+    stride, padding, dilation, groups, activation = ctx.conf
+    grads = _conv_grads(ctx, grad, lambda g, x, w, o, m: ops._conv2d_backward(
+        g, x, w, o, stride, padding, dilation, groups, activation, m))
+    return grads + (None,) * 5
+
+
+def _conv1x1_setup_context(ctx, inputs, output):
+    input, weight, bias, residual, stride, activation = inputs
+    ctx.save_for_backward(input, weight, output if activation == "relu" else None)
+    ctx.conf = (stride, activation)
+
+
+def _conv1x1_backward(ctx, grad):
+    stride, activation = ctx.conf
+    grads = _conv_grads(ctx, grad, lambda g, x, w, o, m: ops._conv1x1_backward(g, x, w, o, stride, activation, m))
+    return grads + (None,) * 2
+
+
+def _max_pool2d_setup_context(ctx, inputs, output):
+    input, kernel_size, stride, padding, dilation, ceil_mode, with_indices = inputs
+    out, idx = output
+    ctx.mark_non_differentiable(idx)
+    ctx.save_for_backward(input, idx)
+    ctx.conf = (kernel_size, stride, padding, dilation, ceil_mode)
+
+
+def _max_pool2d_backward(ctx, grad_out, grad_idx):
+    input, idx = ctx.saved_tensors
+    # With empty idx (with_indices=False) the backward recomputes each window's argmax.
+    gi = ops._max_pool2d_backward(grad_out, input, idx, *ctx.conf)
+    return (gi,) + (None,) * 6
+
+
+def _add_relu_setup_context(ctx, inputs, output):
+    input, other = inputs
+    ctx.save_for_backward(output)
+    ctx.shapes = (input.shape, other.shape)
+
+
+def _add_relu_backward(ctx, grad):
+    (out,) = ctx.saved_tensors
+    g = ops._add_relu_backward(grad, out)
+    grads = []
+    for shape, needed in zip(ctx.shapes, ctx.needs_input_grad):
+        if not needed:
+            grads.append(None)
+        elif g.shape != shape:
+            grads.append(g.sum_to_size(shape))  # broadcast addend
+        else:
+            grads.append(g)
+    return tuple(grads)
+
+
+torch.library.register_autograd("fastcnn::conv2d", _conv2d_backward, setup_context=_conv2d_setup_context)
+torch.library.register_autograd("fastcnn::conv1x1", _conv1x1_backward, setup_context=_conv1x1_setup_context)
+torch.library.register_autograd("fastcnn::max_pool2d", _max_pool2d_backward, setup_context=_max_pool2d_setup_context)
+torch.library.register_autograd("fastcnn::add_relu", _add_relu_backward, setup_context=_add_relu_setup_context)
+
+
+# ------------------------------------------------------------------------------------------------
+# Triton twins
+# ------------------------------------------------------------------------------------------------
+
+def _register_triton():
+    """Register fastcnn.kernels as the kernels of fastcnn::_triton_<op>; returns None or why not."""
+    try:
+        from . import kernels
+    except Exception as exc:  # triton missing or broken: the other backends still work
+        return f"fastcnn.kernels could not be imported ({type(exc).__name__}: {exc})"
+    impls = getattr(kernels, "IMPLS", None)
+    if not impls:
+        return "fastcnn.kernels holds no Triton kernels yet"
+    devices = ["cuda"]
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+        devices.append("cpu")
+    for stem, fn in impls.items():
+        torch.library.register_kernel(_op_name(stem, triton=True), devices, fn)
+        if not _C.with_cuda and torch.cuda.is_available():
+            # No CUDA C++ kernels: CUDA tensors of the public ops go to Triton.
+            torch.library.register_kernel(_op_name(stem), "cuda", fn)
+    return None
+
+
+TRITON_ERROR = _register_triton()

@@ -1,0 +1,128 @@
+"""The public functions, with torch.nn.functional's argument conventions.
+
+>>> y = fastcnn.functional.conv2d(x, w, b, padding=1, residual=skip, activation="relu")
+
+Each call validates its arguments (``ValueError`` naming the argument and the shapes), then runs
+one fused op ``torch.ops.fastcnn.*`` on the backend in force (``fastcnn.set_backend``).
+Unbatched 3-d inputs ``[C, H, W]`` are accepted, as in torch.nn.functional.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import _checks
+from ._ops import ops
+
+__all__ = ["conv2d", "conv2d_relu", "conv1x1", "max_pool2d", "add_relu"]
+
+
+def _batched(op, t, name="input"):
+    _checks.tensor(t, name, op)
+    if t.dim() == 3:
+        return t.unsqueeze(0), True
+    return t, False
+
+
+def _same_padding(input, weight, dilation, stride, op):
+    """PyTorch's padding='same': symmetric padding plus one extra row/column on the bottom/right for
+    even effective kernels (applied to the input)."""
+    if stride != (1, 1):
+        raise ValueError(f"{op}: padding='same' is not supported for strided convolutions (stride={stride})")
+    pads, extra = [], []
+    for i in range(2):
+        total = dilation[i] * (weight.shape[2 + i] - 1)
+        pads.append(total // 2)
+        extra.append(total - 2 * (total // 2))
+    if extra[0] or extra[1]:
+        input = F.pad(input, (0, extra[1], 0, extra[0]))
+    return input, tuple(pads)
+
+
+def _conv_args(op, input, weight, stride, padding, dilation):
+    stride = _checks.pair(stride, "stride", op)
+    dilation = _checks.pair(dilation, "dilation", op)
+    if isinstance(padding, str):
+        if padding == "valid":
+            padding = (0, 0)
+        elif padding == "same":
+            _checks.tensor(weight, "weight", op)
+            if weight.dim() != 4:
+                raise ValueError(f"{op}: weight must be 4-d, got shape {tuple(weight.shape)}")
+            input, padding = _same_padding(input, weight, dilation, stride, op)
+        else:
+            raise ValueError(f"{op}: padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+    else:
+        padding = _checks.pair(padding, "padding", op)
+    return input, stride, padding, dilation
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, residual=None, activation=None):
+    """``activation(conv2d(input, weight) + bias + residual)`` in one kernel.
+
+    Arguments as ``torch.nn.functional.conv2d``; ``residual`` (the output's shape) is added before
+    the activation, which is ``None`` or ``"relu"``.
+    """
+    op = "conv2d"
+    act = _checks.activation(activation, op)
+    input, unbatched = _batched(op, input)
+    if unbatched and residual is not None and residual.dim() == 3:
+        residual = residual.unsqueeze(0)
+    input, stride, padding, dilation = _conv_args(op, input, weight, stride, padding, dilation)
+    _checks.conv2d(op, input, weight, bias, residual, stride, padding, dilation, groups)
+    out = torch.ops.fastcnn.conv2d(input, weight, bias, residual, stride, padding, dilation, groups, act)
+    return out.squeeze(0) if unbatched else out
+
+
+def conv2d_relu(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """``relu(conv2d(input, weight, bias))``, the drop-in for ``F.relu(F.conv2d(...))``."""
+    return conv2d(input, weight, bias, stride, padding, dilation, groups, activation="relu")
+
+
+def conv1x1(input, weight, bias=None, stride=1, *, residual=None, activation="relu"):
+    """The bottleneck 1x1 convolution as a GEMM with the fused bias/residual/ReLU epilogue.
+
+    ``weight`` is ``[C_out, C_in, 1, 1]`` (an ``nn.Conv2d`` weight) or ``[C_out, C_in]``;
+    ``stride`` subsamples the input (ResNet's downsampling shortcut).
+    """
+    op = "conv1x1"
+    act = _checks.activation(activation, op)
+    input, unbatched = _batched(op, input)
+    if unbatched and residual is not None and residual.dim() == 3:
+        residual = residual.unsqueeze(0)
+    _checks.tensor(weight, "weight", op)
+    if weight.dim() == 2:
+        weight = weight.view(weight.shape[0], weight.shape[1], 1, 1)
+    _checks.conv1x1_weight(op, weight)
+    stride = _checks.pair(stride, "stride", op)
+    _checks.conv2d(op, input, weight, bias, residual, stride, (0, 0), (1, 1), 1)
+    out = torch.ops.fastcnn.conv1x1(input, weight, bias, residual, stride, act)
+    return out.squeeze(0) if unbatched else out
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    """As ``torch.nn.functional.max_pool2d``: NaN propagates, ties go to the first maximum."""
+    op = "max_pool2d"
+    input, unbatched = _batched(op, input)
+    kernel_size = _checks.pair(kernel_size, "kernel_size", op)
+    stride = kernel_size if (stride is None or (not isinstance(stride, int) and len(stride) == 0)) else \
+        _checks.pair(stride, "stride", op)
+    padding = _checks.pair(padding, "padding", op)
+    dilation = _checks.pair(dilation, "dilation", op)
+    _checks.max_pool2d(op, input, kernel_size, stride, padding, dilation, bool(ceil_mode))
+    # Indices are written only when returned or needed by the backward.
+    with_indices = bool(return_indices) or (torch.is_grad_enabled() and input.requires_grad)
+    out, idx = torch.ops.fastcnn.max_pool2d(input, kernel_size, stride, padding, dilation, bool(ceil_mode),
+                                            with_indices)
+    if unbatched:
+        out = out.squeeze(0)
+        idx = idx.squeeze(0) if return_indices else idx
+    return (out, idx) if return_indices else out
+
+
+def add_relu(input, other):
+    """``relu(input + other)`` in one pass (broadcasting as ``torch.add``)."""
+    op = "add_relu"
+    _checks.add_relu(op, input, other)
+    return torch.ops.fastcnn.add_relu(input, other)
