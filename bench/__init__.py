@@ -1,0 +1,1 @@
+"""fastcnn's benchmarks (installed as ``fastcnn.bench``)."""

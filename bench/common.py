@@ -1,0 +1,139 @@
+"""Timing, environment facts and CSV output shared by the benchmarks.
+
+GPU code is timed with ``triton.testing.do_bench`` (CUDA events, warm-up, median and p20/p80);
+CPU code with ``torch.utils.benchmark.Timer`` (blocked autorange, median; p20/p80 over its blocks).
+Rows are appended to CSV files whose columns are ``COLUMNS`` (plus any extra keys at the end).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import os
+import platform
+import subprocess
+from functools import lru_cache
+
+import torch
+
+COLUMNS = ["timestamp", "git_sha", "device", "torch", "triton", "cuda", "kind", "name", "mode", "dtype", "layout",
+           "batch", "shape", "provider", "ms_p50", "ms_p20", "ms_p80", "tflops", "gbps", "speedup"]
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+@lru_cache(None)
+def git_sha() -> str:
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here, capture_output=True, text=True,
+                             timeout=10)
+        sha = out.stdout.strip() or "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except Exception:
+        return "unknown"
+
+
+@lru_cache(None)
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name()
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{cpu} ({torch.get_num_threads()} threads)"
+
+
+@lru_cache(None)
+def versions() -> dict:
+    try:
+        import triton
+
+        tv = triton.__version__
+    except Exception:
+        tv = ""
+    return {"torch": torch.__version__, "triton": tv, "cuda": torch.version.cuda or ""}
+
+
+def env_row(device: str) -> dict:
+    return {"timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "git_sha": git_sha(),
+            "device": device_name(device), **versions()}
+
+
+def _quantile(xs, q):
+    xs = sorted(xs)
+    if not xs:
+        return float("nan")
+    pos = (len(xs) - 1) * q
+    lo, hi = int(pos), min(int(pos) + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def time_cpu(fn, min_run_time=0.3):
+    """Median, p20, p80 in ms of ``fn()`` on the CPU (torch.utils.benchmark, warm-up included)."""
+    from torch.utils.benchmark import Timer
+
+    fn()  # warm-up (first-call allocations, lazy init)
+    m = Timer("fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time)
+    per = [t / m.number_per_run * 1e3 for t in m.raw_times]
+    return m.median * 1e3, _quantile(per, 0.2), _quantile(per, 0.8)
+
+
+def time_gpu(fn, warmup=25, rep=100):
+    """Median, p20, p80 in ms of ``fn()`` on the GPU (CUDA events through triton.testing.do_bench)."""
+    from triton.testing import do_bench
+
+    p50, p20, p80 = do_bench(fn, warmup=warmup, rep=rep, quantiles=[0.5, 0.2, 0.8])
+    return p50, p20, p80
+
+
+def time_fn(fn, device: str, quick=False):
+    if device.startswith("cuda"):
+        return time_gpu(fn, warmup=10 if quick else 25, rep=30 if quick else 100)
+    return time_cpu(fn, min_run_time=0.05 if quick else 0.3)
+
+
+def append_csv(path: str, rows: list[dict]) -> None:
+    if not rows:
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    extra = [k for k in rows[0] if k not in COLUMNS]
+    fields = COLUMNS + extra
+    new = not os.path.exists(path) or os.path.getsize(path) == 0
+    if not new:
+        with open(path, newline="") as f:
+            header = next(csv.reader(f), None)
+        if header:
+            fields = header + [k for k in fields if k not in header]
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        if new:
+            w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in fields})
+
+
+def geomean(xs) -> float:
+    import math
+
+    xs = [x for x in xs if x and x > 0 and math.isfinite(x)]
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
+
+
+def markdown_table(rows: list[dict], cols: list[str]) -> str:
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+        return str(v)
+
+    out = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    out += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(out)
