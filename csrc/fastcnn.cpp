@@ -69,6 +69,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("_get_backend", []() { return static_cast<int>(fastcnn::current_backend()); });
   m.def("_set_poison", [](bool on) { fastcnn::set_poison_outputs(on); },
         "Fill every op output with NaN (-1 for indices) before the kernel writes it (for tests)");
+  m.def("_poison_enabled", []() { return fastcnn::poison_outputs(); });
 #ifdef FASTCNN_WITH_CUDA
   m.attr("with_cuda") = true;
 #else

@@ -22,6 +22,21 @@ ops = torch.ops.fastcnn
 TRITON_ERROR: str | None = "not initialised"
 
 
+def new_output(shape, dtype, device, memory_format=torch.contiguous_format):
+    """Allocate an op output; filled with NaN (-1 for integers) while tests poison outputs, so an
+    element a kernel does not write fails. Used by the Python-side (Triton) kernels, as C++ uses
+    fastcnn::new_output."""
+    t = torch.empty(shape, dtype=dtype, device=device, memory_format=memory_format)
+    if _C._poison_enabled() and t.numel():
+        t.fill_(float("nan") if t.is_floating_point() else -1)
+    return t
+
+
+def conv_format(input, weight):
+    """The memory format of a conv output: channels_last when the input or the weight is (as PyTorch)."""
+    return _conv_format(input, weight)
+
+
 def _conv_format(input, weight):
     if suggest_memory_format(input) == torch.channels_last or suggest_memory_format(weight) == torch.channels_last:
         return torch.channels_last
