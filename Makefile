@@ -33,7 +33,7 @@ torch:
 	  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
 	    $(PIP) install "$(TORCH_SPEC)"; \
 	  else \
-	    $(PIP) install "$(TORCH_SPEC)" --extra-index-url $(TORCH_CPU_INDEX); \
+	    $(PIP) install --retries 1 "$(TORCH_SPEC)" --extra-index-url $(TORCH_CPU_INDEX); \
 	  fi; }
 	@$(PYTHON) -c "import torch; print('torch', torch.__version__, '| CUDA', torch.version.cuda)"
 
@@ -44,7 +44,7 @@ deps: torch
 # An editable install (fastcnn.kernels and fastcnn.bench map to kernels/ and bench/), then an
 # incremental in-place build of fastcnn._C (ninja recompiles only what changed).
 build: deps
-	@cd / && $(PYTHON) -c "import importlib.util as u, sys; s = u.find_spec('fastcnn'); sys.exit(0 if s and s.origin.startswith('$(CURDIR)/') else 1)" 2>/dev/null || \
+	@(cd / && $(PYTHON) -c "import importlib.util as u, sys; s = u.find_spec('fastcnn'); sys.exit(0 if s and s.origin.startswith('$(CURDIR)/') else 1)") 2>/dev/null || \
 	  $(PIP) install --no-build-isolation --no-deps -e .
 	$(PYTHON) setup.py -q build_ext --inplace
 
