@@ -17,7 +17,7 @@ import glob
 import os
 import shutil
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 import torch
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
@@ -80,7 +80,7 @@ setup(
     version="0.1.0",
     description="Fused CNN kernels (conv+bias+residual+ReLU, 1x1 GEMM conv, max-pool, add+ReLU) "
                 "for PyTorch, in C++ (CPU), CUDA C++ and Triton",
-    packages=["fastcnn", "fastcnn.models", "fastcnn.kernels", "fastcnn.bench"],
+    packages=find_packages(include=["fastcnn", "fastcnn.*"]) + ["fastcnn.kernels", "fastcnn.bench"],
     package_dir={"fastcnn": "fastcnn", "fastcnn.kernels": "kernels", "fastcnn.bench": "bench"},
     package_data={"fastcnn.kernels": ["configs/*.json"]},
     ext_modules=extensions(),
