@@ -113,8 +113,11 @@ def test_max_pool2d_unbatched_empty_and_no_indices(backend_device):
 
 def test_max_pool2d_gradcheck(backend_device):
     _, device = backend_device
+    # one image under the interpreter (gradcheck launches twice per input element); batches
+    # are covered by the float64-reference gradients of run_case
+    n = 1 if backend_device == ("triton", "cpu") else 2
     # distinct values so the argmax is stable under gradcheck's perturbations
-    x = (torch.randperm(2 * 3 * 7 * 6, device=device).double() / 10).view(2, 3, 7, 6).requires_grad_()
+    x = (torch.randperm(n * 3 * 7 * 6, device=device).double() / 10).view(n, 3, 7, 6).requires_grad_()
     f = lambda x: FF.max_pool2d(x, 3, 2, 1, 1, True)  # noqa: E731
     assert torch.autograd.gradcheck(f, (x,), eps=1e-6, atol=1e-5)
 
