@@ -13,9 +13,13 @@ NVCC ?= nvcc
 
 .PHONY: demo test test-triton install deps torch build cuda-check bench-cpu check clean
 
+# The main job (python -m fastcnn demo; outputs in ./demo-out). DEMO_ARGS passes options, e.g.
+# make demo DEMO_ARGS="--data ~/mnist --out /tmp/demo" (python -m fastcnn demo --help lists them).
+DEMO_ARGS ?=
+
 demo: build
 	@$(PYTHON) -c "import sklearn, matplotlib, tqdm" 2>/dev/null || $(PIP) install -q scikit-learn matplotlib tqdm
-	$(PYTHON) -m fastcnn demo
+	$(PYTHON) -m fastcnn demo $(DEMO_ARGS)
 
 test: build
 	$(PYTHON) -m pytest tests $(PYTEST_ARGS)
@@ -37,9 +41,11 @@ torch:
 	  fi; }
 	@$(PYTHON) -c "import torch; print('torch', torch.__version__, '| CUDA', torch.version.cuda)"
 
+# Build and test dependencies; scikit-learn, matplotlib and tqdm are optional for the library but
+# the tests run the demo (digits data, the ablation plot).
 deps: torch
-	@$(PYTHON) -c "import ninja, pybind11, numpy, pytest, hypothesis, triton" 2>/dev/null || \
-	  $(PIP) install -q ninja pybind11 numpy pytest hypothesis triton
+	@$(PYTHON) -c "import ninja, pybind11, numpy, pytest, hypothesis, triton, sklearn, matplotlib, tqdm" 2>/dev/null || \
+	  $(PIP) install -q ninja pybind11 numpy pytest hypothesis triton scikit-learn matplotlib tqdm
 
 # An editable install (fastcnn.kernels and fastcnn.bench map to kernels/ and bench/), then an
 # incremental in-place build of fastcnn._C (ninja recompiles only what changed).
@@ -52,7 +58,11 @@ install: deps
 	$(PIP) install --no-build-isolation --no-deps .
 
 # Every .cu compiled by nvcc for sm_80 and sm_90: device code is torch-free, so this needs no GPU
-# and no CUDA torch.
+# and no CUDA torch. Then the torch-aware launchers csrc/cuda/*.cpp are syntax-checked by the host
+# compiler against this torch's headers and the CUDA headers (CUDA_HOME, default /usr/local/cuda),
+# third-party headers as -isystem so -Wall -Wextra judge fastcnn's code only. A CPU-only torch lacks
+# the generated c10/cuda/impl/cuda_cmake_macros.h: a stub (build/cuda-check-shim, searched after
+# torch's own include dirs) stands in for it.
 cuda-check:
 	@files=$$(ls csrc/cuda/*.cu 2>/dev/null); \
 	if [ -z "$$files" ]; then echo "cuda-check: no .cu files"; exit 0; fi; \
@@ -61,7 +71,18 @@ cuda-check:
 	  $(NVCC) -std=c++17 -O3 --expt-relaxed-constexpr -Icsrc -Xcompiler -Wall \
 	    -gencode=arch=compute_80,code=sm_80 -gencode=arch=compute_90,code=sm_90 \
 	    -c $$f -o /tmp/fastcnn_cuda_check_$$(basename $$f .cu).o || exit 1; \
-	done; echo "cuda-check: OK"
+	done; \
+	cpps=$$(ls csrc/cuda/*.cpp 2>/dev/null); \
+	if [ -n "$$cpps" ]; then \
+	  inc=$$($(PYTHON) -c "from torch.utils.cpp_extension import include_paths; print(' '.join('-isystem ' + p for p in include_paths()))") || exit 1; \
+	  shim=build/cuda-check-shim; mkdir -p $$shim/c10/cuda/impl; \
+	  printf '#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n' > $$shim/c10/cuda/impl/cuda_cmake_macros.h; \
+	  for f in $$cpps; do \
+	    echo "c++ -fsyntax-only $$f"; \
+	    $(CXX) -std=c++17 -fsyntax-only -Wall -Wextra -DFASTCNN_WITH_CUDA -Icsrc $$inc -isystem $$shim \
+	      -isystem $${CUDA_HOME:-/usr/local/cuda}/include $$f || exit 1; \
+	  done; \
+	fi; echo "cuda-check: OK"
 
 # The CPU op benchmark against PyTorch (oneDNN); rows appended to bench/results/cpu_ops.csv.
 bench-cpu: build

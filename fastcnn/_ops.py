@@ -32,6 +32,14 @@ def new_output(shape, dtype, device, memory_format=torch.contiguous_format):
     return t
 
 
+def new_output_strided(shape, stride, dtype, device):
+    """As new_output, with explicit (dense) strides: a fresh tensor, not a view."""
+    t = torch.empty_strided(shape, stride, dtype=dtype, device=device)
+    if _C._poison_enabled() and t.numel():
+        t.fill_(float("nan") if t.is_floating_point() else -1)
+    return t
+
+
 def conv_format(input, weight):
     """The memory format of a conv output: channels_last when the input or the weight is (as PyTorch)."""
     return _conv_format(input, weight)

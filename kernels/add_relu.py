@@ -120,22 +120,10 @@ def _result_strides(a: torch.Tensor, b: torch.Tensor) -> tuple[int, ...]:
 
 
 def _alloc(shape, stride, dtype, device) -> torch.Tensor:
-    """An output with exactly these (dense) strides, through fastcnn's poisoning allocator.
-
-    contiguous / channels_last cover nearly every call; any other dense order (a permuted 3-d
-    tensor, say) gets a poisoned flat buffer re-strided with set_, which, unlike as_strided, does
-    not make a view: a view returned through the autograd Function of register_autograd could not
-    be modified in place by the caller."""
+    """An output with exactly these (dense) strides, through fastcnn's poisoning allocator."""
     from fastcnn import _ops  # not at import time: fastcnn._ops imports this module
 
-    stride = tuple(stride)
-    formats = [torch.contiguous_format] + ([torch.channels_last] if len(shape) == 4 else [])
-    for fmt in formats:
-        if torch.empty(shape, device="meta", memory_format=fmt).stride() == stride:
-            return _ops.new_output(shape, dtype, device, fmt)
-    n = 1 + sum((s - 1) * st for s, st in zip(shape, stride)) if all(s > 0 for s in shape) else 0
-    flat = _ops.new_output((n,), dtype, device)
-    return torch.empty((0,), dtype=dtype, device=device).set_(flat.untyped_storage(), 0, shape, stride)
+    return _ops.new_output_strided(tuple(shape), tuple(stride), dtype, device)
 
 
 def _coalesce(shape, out_stride, xs, ys):

@@ -1,0 +1,276 @@
+// Torch-aware drivers of the CUDA convolution kernels (see conv_launch.h).
+//
+// Operand layouts. The kernels take any element strides; their 16-byte (cp.async) path needs
+// channels-contiguous activations with a per-group channel count that fills whole 16-byte chunks
+// (C/G % 8 for fp16/bf16, % 4 fp32, % 2 fp64). Such operands are made channels-last dense (a
+// no-op for channels_last models; one copy for NCHW inputs, cheap next to a compute-bound conv).
+// Others (C_in = 1 or 3, odd groups) stay as they are and take the scalar path, which reads any
+// strides and is coalesced along W for NCHW. Outputs are written directly in the op's format by
+// the epilogue (NCHW included), so no output copy is ever made.
+//
+// Weights are packed per call into the GEMM layouts (small: at most a few MB):
+//   fprop  [K][R][S][cpad]        cpad = C/G rounded up to a 16-byte chunk, zero padded;
+//   dgrad  [G][C/G][R][S][kpad]   kpad = K/G rounded up likewise.
+#include "cuda/conv_launch.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <ATen/TensorIterator.h>
+#include <c10/cuda/CUDAException.h>
+
+#include "backend.h"
+#include "cuda/conv1x1_kernel.cuh"
+#include "cuda/conv2d_kernel.cuh"
+#include "cuda/launch_utils.h"
+
+namespace fastcnn {
+namespace cuda {
+namespace {
+
+bool is_1x1(const ConvGeom& g) { return g.R == 1 && g.S == 1 && g.ph == 0 && g.pw == 0; }
+
+ConvShape shape_of(const ConvGeom& g) {
+  ConvShape s;
+  s.N = g.N; s.C = g.C; s.H = g.H; s.W = g.W;
+  s.K = g.K; s.R = g.R; s.S = g.S; s.P = g.P; s.Q = g.Q; s.G = g.G;
+  s.sh = g.sh; s.sw = g.sw; s.ph = g.ph; s.pw = g.pw; s.dh = g.dh; s.dw = g.dw;
+  return s;
+}
+
+int64_t chunk_elems(const at::Tensor& t) { return 16 / static_cast<int64_t>(t.element_size()); }
+
+// The 16-byte path wants channels-last dense activations; see the file comment.
+at::Tensor act_operand(const at::Tensor& t, int64_t channels_per_group) {
+  if (channels_per_group % chunk_elems(t) == 0) return t.contiguous(at::MemoryFormat::ChannelsLast);
+  return t;
+}
+
+// The kernels index rows, taps x channels and images with 32-bit integers (the batch is cut into
+// chunks below 2^31 rows); these sizes must fit.
+void check_index_range(const char* op, const ConvGeom& g, int64_t cpad, int64_t kpad) {
+  const int64_t lim = (int64_t(1) << 31) - 4096;
+  TORCH_CHECK(g.H * g.W < lim && g.P * g.Q < lim && g.R * g.S * cpad < lim && g.R * g.S * kpad < lim &&
+                  g.C < lim && g.K < lim,
+              op, ": tensor sizes beyond the CUDA kernels' 32-bit index range (H*W=", g.H * g.W, ", P*Q=", g.P * g.Q,
+              ", R*S*C/G=", g.R * g.S * g.Cg(), ")");
+}
+
+// TF32 only where PyTorch allows it for convolutions (torch.backends.cudnn.allow_tf32, default
+// on) AND for fp32 matmuls (torch.backends.cuda.matmul.allow_tf32 / float32_matmul_precision,
+// default off): with PyTorch's defaults fp32 stays exact (FFMA), which is what the test suite's
+// fp32 tolerance (2e-5) assumes; the benchmark's "tf32" mode turns both flags on.
+bool tf32_allowed(const at::Tensor& t) {
+  if (t.scalar_type() != at::kFloat) return false;
+  auto& ctx = at::globalContext();
+  return ctx.allowTF32CuDNN() && ctx.allowTF32CuBLAS();
+}
+
+const void* ptr_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
+
+}  // namespace
+
+at::Tensor conv_forward_cuda(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                             const std::optional<at::Tensor>& residual, const ConvGeom& g, Activation act) {
+  check_cuda("conv2d", input, "input");
+  c10::cuda::CUDAGuard guard(input.device());
+  const at::MemoryFormat fmt = conv_memory_format(input, weight);
+  at::Tensor out = new_output({g.N, g.K, g.P, g.Q}, input.options().memory_format(fmt));
+  if (out.numel() == 0) return out;
+
+  const int64_t Cg = g.Cg();
+  const int64_t cpad = conv_pad_channels(Cg, input.element_size());
+  check_index_range("conv2d", g, cpad, 0);
+  const at::Tensor x = act_operand(input, Cg);
+  at::Tensor wp = at::zeros({g.K, g.R, g.S, cpad}, weight.options());
+  wp.narrow(3, 0, Cg).copy_(weight.permute({0, 2, 3, 1}));
+  const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
+  const at::Tensor r = residual.has_value() ? residual->contiguous(fmt) : at::Tensor();
+
+  ConvFpropParams p{};
+  p.s = shape_of(g);
+  p.x = x.data_ptr();
+  p.xs = strides4(x);
+  p.w = wp.data_ptr();
+  p.cpad = cpad;
+  p.bias = ptr_or_null(b);
+  p.res = ptr_or_null(r);
+  p.rs = r.defined() ? strides4(r) : Strides4{0, 0, 0, 0};
+  p.y = out.data_ptr();
+  p.ys = strides4(out);
+  p.relu = act == Activation::ReLU;
+  p.tf32 = tf32_allowed(input);
+  p.num_sms = num_sms();
+  const cudaStream_t stream = current_stream();
+  const bool one = is_1x1(g);
+  FASTCNN_CUDA_DISPATCH(input.scalar_type(), "fastcnn_conv_forward_cuda", [&] {
+    if (one)
+      launch_conv1x1_fprop<T>(p, stream);
+    else
+      launch_conv2d_fprop<T>(p, stream);
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_backward_cuda(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
+    const std::optional<at::Tensor>& output, const ConvGeom& g, Activation act, std::array<bool, 4> mask) {
+  check_cuda("conv2d_backward", input, "input");
+  c10::cuda::CUDAGuard guard(input.device());
+  const at::MemoryFormat fmt = conv_memory_format(input, weight);
+  const auto opts = input.options();
+  const bool relu = act == Activation::ReLU;
+  check_same("conv2d_backward", input, "input", grad_output, "grad_output");
+  if (relu) {
+    TORCH_CHECK_VALUE(output.has_value() && output->defined(),
+                      "conv backward: the forward output is needed for activation='relu'");
+    check_same("conv2d_backward", input, "input", *output, "output");
+    TORCH_CHECK_VALUE(output->sizes() == grad_output.sizes(), "conv backward: output shape ", output->sizes(),
+                      " must match grad_output shape ", grad_output.sizes());
+  }
+  const int64_t Cg = g.Cg(), Kg = g.Kg();
+  const int64_t cpad = conv_pad_channels(Cg, input.element_size());
+  const int64_t kpad = conv_pad_channels(Kg, input.element_size());
+  check_index_range("conv2d_backward", g, cpad, kpad);
+
+  // grad_output and, for the ReLU mask, the forward output: with equal strides (the kernels index
+  // both with grad_output's offsets).
+  at::Tensor gy, om;
+  if (relu) {
+    const at::MemoryFormat gfmt = Kg % chunk_elems(input) == 0 ? at::MemoryFormat::ChannelsLast : fmt;
+    gy = grad_output.contiguous(gfmt);
+    om = output->contiguous(gfmt);
+  } else {
+    gy = act_operand(grad_output, Kg);
+  }
+  const Strides4 gys = strides4(gy);
+  const void* mask_ptr = relu ? om.data_ptr() : nullptr;
+  const Strides4 oms = relu ? strides4(om) : gys;
+  const cudaStream_t stream = current_stream();
+  const int64_t sms = num_sms();
+  const bool one = is_1x1(g);
+  const bool tf32 = tf32_allowed(input);
+  const int64_t npix = g.N * g.P * g.Q;
+
+  at::Tensor gx, gw, gb, ga;
+  if (mask[0]) {
+    gx = new_output(input.sizes(), opts.memory_format(fmt));
+    if (gx.numel() > 0) {
+      at::Tensor wt = at::zeros({g.G, Cg, g.R, g.S, kpad}, weight.options());
+      wt.narrow(4, 0, Kg).copy_(weight.reshape({g.G, Kg, Cg, g.R, g.S}).permute({0, 2, 3, 4, 1}));
+      ConvDgradParams p{};
+      p.s = shape_of(g);
+      p.gy = gy.data_ptr();
+      p.gys = gys;
+      p.out = mask_ptr;
+      p.outs = oms;
+      p.w = wt.data_ptr();
+      p.kpad = kpad;
+      p.dx = gx.data_ptr();
+      p.dxs = strides4(gx);
+      p.tf32 = tf32;
+      p.num_sms = sms;
+      FASTCNN_CUDA_DISPATCH(input.scalar_type(), "fastcnn_conv_dgrad_cuda", [&] {
+        if (one)
+          launch_conv1x1_dgrad<T>(p, stream);
+        else
+          launch_conv2d_dgrad<T>(p, stream);
+      });
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+  }
+  if (mask[1]) {
+    gw = new_output(weight.sizes(), opts.memory_format(weight.suggest_memory_format()));
+    if (npix == 0) {
+      gw.zero_();
+    } else {
+      const at::Tensor x = act_operand(input, Cg);
+      ConvWgradParams p{};
+      p.s = shape_of(g);
+      p.gy = gy.data_ptr();
+      p.gys = gys;
+      p.out = mask_ptr;
+      p.outs = oms;
+      p.x = x.data_ptr();
+      p.xs = strides4(x);
+      p.dw = gw.data_ptr();
+      p.dws = strides4(gw);
+      p.num_sms = sms;
+      FASTCNN_CUDA_DISPATCH(input.scalar_type(), "fastcnn_conv_wgrad_cuda", [&] {
+        const int64_t bytes = one ? conv1x1_wgrad_workspace_bytes<T>(p) : conv2d_wgrad_workspace_bytes<T>(p);
+        const at::Tensor ws = at::empty({std::max<int64_t>(bytes, 16)}, opts.dtype(at::kByte));
+        p.ws = ws.data_ptr();
+        if (one)
+          launch_conv1x1_wgrad<T>(p, stream);
+        else
+          launch_conv2d_wgrad<T>(p, stream);
+      });
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+  }
+  if (mask[2]) {
+    gb = new_output({g.K}, opts);
+    if (npix == 0) {
+      gb.zero_();
+    } else {
+      ConvBiasGradParams p{};
+      p.N = g.N;
+      p.K = g.K;
+      p.P = g.P;
+      p.Q = g.Q;
+      p.gy = gy.data_ptr();
+      p.gys = gys;
+      p.out = mask_ptr;
+      p.outs = oms;
+      p.db = gb.data_ptr();
+      p.num_sms = sms;
+      FASTCNN_CUDA_DISPATCH(input.scalar_type(), "fastcnn_conv_bias_grad_cuda", [&] {
+        const int64_t bytes = conv_bias_grad_workspace_bytes<T>(p);
+        const at::Tensor ws = at::empty({std::max<int64_t>(bytes, 16)}, opts.dtype(at::kByte));
+        p.ws = ws.data_ptr();
+        launch_conv_bias_grad<T>(p, stream);
+      });
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+  }
+  if (mask[3]) {
+    // The pre-activation gradient (also the residual's), written only when asked; it must not
+    // alias grad_output.
+    ga = new_output(grad_output.sizes(), opts.memory_format(fmt));
+    if (ga.numel() > 0) {
+      if (relu) {
+        at::TensorIterator iter = at::TensorIteratorConfig()
+                                      .add_output(ga)
+                                      .add_const_input(grad_output)
+                                      .add_const_input(*output)
+                                      .build();
+        EwParams ep;
+        if (ew_params(iter, ep)) {
+          FASTCNN_CUDA_DISPATCH(input.scalar_type(), "fastcnn_conv_relu_grad_cuda",
+                                [&] { launch_add_relu_backward<T>(ep, stream); });
+        } else {
+          const at::Tensor gc = grad_output.contiguous(), oc = output->contiguous();
+          at::Tensor tmp = at::empty_like(gc);
+          EwParams fp{};
+          fp.numel = gc.numel();
+          fp.flat = true;
+          fp.out = tmp.data_ptr();
+          fp.a = gc.data_ptr();
+          fp.b = oc.data_ptr();
+          fp.num_sms = sms;
+          FASTCNN_CUDA_DISPATCH(input.scalar_type(), "fastcnn_conv_relu_grad_cuda",
+                                [&] { launch_add_relu_backward<T>(fp, stream); });
+          ga.copy_(tmp);
+        }
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      } else {
+        ga.copy_(grad_output);
+      }
+    }
+  }
+  const auto empty = [&] { return at::empty({0}, opts); };
+  return {mask[0] ? gx : empty(), mask[1] ? gw : empty(), mask[2] ? gb : empty(), mask[3] ? ga : empty()};
+}
+
+}  // namespace cuda
+}  // namespace fastcnn

@@ -1,0 +1,29 @@
+// Torch-aware drivers of the CUDA convolution kernels, shared by the conv2d and conv1x1 entry
+// points: operand layout, weight packing, allocation (fastcnn::new_output), parameter structs,
+// stream and device guard. The caller has routed (use_triton) and checked the arguments.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <array>
+#include <optional>
+#include <tuple>
+
+#include "checks.h"
+
+namespace fastcnn {
+namespace cuda {
+
+// act(conv(input, weight) + bias + residual). Output in conv_memory_format(input, weight).
+at::Tensor conv_forward_cuda(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                             const std::optional<at::Tensor>& residual, const ConvGeom& g, Activation act);
+
+// Gradients (input, weight, bias, pre-activation) for output_mask; empty tensors where not asked.
+// Formats as the CPU kernels: grad_input and the pre-activation gradient in the conv's format,
+// grad_weight in weight.suggest_memory_format(), grad_bias contiguous.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_backward_cuda(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
+    const std::optional<at::Tensor>& output, const ConvGeom& g, Activation act, std::array<bool, 4> output_mask);
+
+}  // namespace cuda
+}  // namespace fastcnn
