@@ -9,6 +9,7 @@
 #include <c10/util/Exception.h>
 #include <c10/util/string_view.h>
 
+#include <limits>
 #include <optional>
 #include <string>
 
@@ -44,9 +45,16 @@ inline bool is_float_type(at::ScalarType t) {
   return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
 }
 
-inline void check_pair(const char* op, const char* name, at::IntArrayRef v, int64_t min_value) {
+// Padding, dilation and pool kernel sizes past 2^31 - 1 can only describe an impossible output, and
+// bounding them keeps the geometry arithmetic (H + 2 * pad, dil * (R - 1)) far from int64 overflow.
+constexpr int64_t kMaxGeom = (int64_t{1} << 31) - 1;
+
+inline void check_pair(const char* op, const char* name, at::IntArrayRef v, int64_t min_value,
+                       int64_t max_value = std::numeric_limits<int64_t>::max()) {
   TORCH_CHECK_VALUE(v.size() == 2, op, ": ", name, " must have 2 elements, got ", v);
   TORCH_CHECK_VALUE(v[0] >= min_value && v[1] >= min_value, op, ": ", name, " must be >= ", min_value,
+                    ", got ", v);
+  TORCH_CHECK_VALUE(v[0] <= max_value && v[1] <= max_value, op, ": ", name, " must be <= ", max_value,
                     ", got ", v);
 }
 
@@ -68,8 +76,8 @@ inline ConvGeom check_conv2d(const char* op, const at::Tensor& input, const at::
                     input.scalar_type());
   check_same(op, input, "input", weight, "weight");
   check_pair(op, "stride", stride, 1);
-  check_pair(op, "padding", padding, 0);
-  check_pair(op, "dilation", dilation, 1);
+  check_pair(op, "padding", padding, 0, kMaxGeom);
+  check_pair(op, "dilation", dilation, 1, kMaxGeom);
   TORCH_CHECK_VALUE(groups >= 1, op, ": groups must be >= 1, got ", groups);
   ConvGeom g{};
   g.N = input.size(0); g.C = input.size(1); g.H = input.size(2); g.W = input.size(3);
@@ -105,6 +113,24 @@ inline ConvGeom check_conv2d(const char* op, const at::Tensor& input, const at::
   return g;
 }
 
+// The conv backward's grad_output (and, with ReLU, the forward output whose mask it applies) must match
+// the geometry, dtype and device of the forward: the kernels index them with the forward's sizes.
+inline void check_conv_backward(const char* op, const at::Tensor& input, const at::Tensor& grad_output,
+                                const std::optional<at::Tensor>& output, const ConvGeom& g, Activation act) {
+  TORCH_CHECK_VALUE(grad_output.dim() == 4 && grad_output.size(0) == g.N && grad_output.size(1) == g.K &&
+                        grad_output.size(2) == g.P && grad_output.size(3) == g.Q,
+                    op, ": grad_output must have shape [", g.N, ", ", g.K, ", ", g.P, ", ", g.Q, "], got ",
+                    grad_output.sizes());
+  check_same(op, input, "input", grad_output, "grad_output");
+  if (act == Activation::ReLU) {
+    TORCH_CHECK_VALUE(output.has_value() && output->defined(), op,
+                      ": activation 'relu' needs the forward output (its mask), got none");
+    check_same(op, input, "input", *output, "output");
+    TORCH_CHECK_VALUE(output->sizes() == grad_output.sizes(), op, ": output must have shape [", g.N, ", ", g.K,
+                      ", ", g.P, ", ", g.Q, "], got ", output->sizes());
+  }
+}
+
 inline int64_t pool_out_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d, bool ceil_mode) {
   // As PyTorch's pooling_output_shape: with ceil_mode the last window must start inside the input
   // or the left padding.
@@ -120,10 +146,10 @@ inline PoolGeom check_max_pool2d(const char* op, const at::Tensor& input, at::In
   TORCH_CHECK_VALUE(input.dim() == 4, op, ": input must be 4-d [N, C, H, W], got shape ", input.sizes());
   TORCH_CHECK_VALUE(is_float_type(input.scalar_type()), op, ": input must be a floating-point tensor, got ",
                     input.scalar_type());
-  check_pair(op, "kernel_size", kernel_size, 1);
+  check_pair(op, "kernel_size", kernel_size, 1, kMaxGeom);
   check_pair(op, "stride", stride, 1);
-  check_pair(op, "padding", padding, 0);
-  check_pair(op, "dilation", dilation, 1);
+  check_pair(op, "padding", padding, 0, kMaxGeom);
+  check_pair(op, "dilation", dilation, 1, kMaxGeom);
   PoolGeom g{};
   g.N = input.size(0); g.C = input.size(1); g.H = input.size(2); g.W = input.size(3);
   g.kh = kernel_size[0]; g.kw = kernel_size[1]; g.sh = stride[0]; g.sw = stride[1];

@@ -36,6 +36,9 @@ def activation(act, op: str) -> str:
     raise ValueError(f"{op}: activation must be None or 'relu', got {act!r}")
 
 
+activation_ = activation
+
+
 def tensor(t, name: str, op: str):
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
@@ -52,9 +55,16 @@ def same_kind(ref, ref_name: str, t, name: str, op: str):
         raise ValueError(f"{op}: {name} is on {t.device} but {ref_name} is on {ref.device}")
 
 
-def _positive(v, name, op, minimum):
+# As csrc/checks.h kMaxGeom: larger paddings, dilations and pool kernels only describe impossible
+# outputs, and the bound keeps H + 2 * pad and dil * (R - 1) far from int64 overflow in the kernels.
+MAX_GEOM = 2**31 - 1
+
+
+def _positive(v, name, op, minimum, maximum=None):
     if v[0] < minimum or v[1] < minimum:
         raise ValueError(f"{op}: {name} must be >= {minimum}, got {tuple(v)}")
+    if maximum is not None and (v[0] > maximum or v[1] > maximum):
+        raise ValueError(f"{op}: {name} must be <= {maximum}, got {tuple(v)}")
 
 
 def conv2d(op, input, weight, bias, residual, stride, padding, dilation, groups):
@@ -66,8 +76,8 @@ def conv2d(op, input, weight, bias, residual, stride, padding, dilation, groups)
     if weight.dim() != 4:
         raise ValueError(f"{op}: weight must be 4-d [C_out, C_in/groups, kH, kW], got shape {tuple(weight.shape)}")
     _positive(stride, "stride", op, 1)
-    _positive(padding, "padding", op, 0)
-    _positive(dilation, "dilation", op, 1)
+    _positive(padding, "padding", op, 0, MAX_GEOM)
+    _positive(dilation, "dilation", op, 1, MAX_GEOM)
     if isinstance(groups, bool) or not isinstance(groups, (int, torch.SymInt)) or groups < 1:
         raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
     N, C, H, W = input.shape
@@ -100,6 +110,23 @@ def conv2d(op, input, weight, bias, residual, stride, padding, dilation, groups)
     return N, K, P, Q
 
 
+def conv_backward(op, grad_output, input, weight, output, stride, padding, dilation, groups, activation):
+    """Validate a conv backward call (the kernels index grad_output and the ReLU mask's output with the
+    forward's sizes); returns the activation."""
+    act = activation_(activation, op)
+    N, K, P, Q = conv2d(op, input, weight, None, None, stride, padding, dilation, groups)
+    same_kind(input, "input", grad_output, "grad_output", op)
+    if tuple(grad_output.shape) != (N, K, P, Q):
+        raise ValueError(f"{op}: grad_output must have shape {(N, K, P, Q)}, got {tuple(grad_output.shape)}")
+    if act == "relu":
+        if output is None:
+            raise ValueError(f"{op}: the forward output is needed for activation='relu'")
+        same_kind(input, "input", output, "output", op)
+        if tuple(output.shape) != (N, K, P, Q):
+            raise ValueError(f"{op}: output must have shape {(N, K, P, Q)}, got {tuple(output.shape)}")
+    return act
+
+
 def conv1x1_weight(op, weight):
     if not isinstance(weight, torch.Tensor) or weight.dim() != 4 or weight.shape[2] != 1 or weight.shape[3] != 1:
         shape = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
@@ -119,10 +146,10 @@ def max_pool2d(op, input, kernel_size, stride, padding, dilation, ceil_mode):
     tensor(input, "input", op)
     if input.dim() != 4:
         raise ValueError(f"{op}: input must be 4-d [N, C, H, W] (or 3-d [C, H, W]), got shape {tuple(input.shape)}")
-    _positive(kernel_size, "kernel_size", op, 1)
+    _positive(kernel_size, "kernel_size", op, 1, MAX_GEOM)
     _positive(stride, "stride", op, 1)
-    _positive(padding, "padding", op, 0)
-    _positive(dilation, "dilation", op, 1)
+    _positive(padding, "padding", op, 0, MAX_GEOM)
+    _positive(dilation, "dilation", op, 1, MAX_GEOM)
     if padding[0] > kernel_size[0] // 2 or padding[1] > kernel_size[1] // 2:
         raise ValueError(f"{op}: padding must be at most half the kernel size, got padding {tuple(padding)} for "
                          f"kernel_size {tuple(kernel_size)}")
@@ -137,6 +164,29 @@ def max_pool2d(op, input, kernel_size, stride, padding, dilation, ceil_mode):
                          f"{tuple(kernel_size)}, stride {tuple(stride)}, padding {tuple(padding)}, dilation "
                          f"{tuple(dilation)} give output {P}x{Q}")
     return N, C, P, Q
+
+
+def max_pool2d_backward(op, grad_output, input, indices, kernel_size, stride, padding, dilation, ceil_mode):
+    """Validate a max-pool backward call; returns the output shape. Empty indices mean "recompute"."""
+    shape = tuple(max_pool2d(op, input, kernel_size, stride, padding, dilation, ceil_mode))
+    same_kind(input, "input", grad_output, "grad_output", op)
+    if tuple(grad_output.shape) != shape:
+        raise ValueError(f"{op}: grad_output must have shape {shape}, got {tuple(grad_output.shape)}")
+    if not isinstance(indices, torch.Tensor):
+        raise ValueError(f"{op}: indices must be a torch.Tensor, got {type(indices).__name__}")
+    if indices.numel() > 0 and (tuple(indices.shape) != shape or indices.dtype != torch.int64
+                                or indices.device != input.device):
+        raise ValueError(f"{op}: indices must be int64 with shape {shape} on {input.device}, got {indices.dtype} "
+                         f"{tuple(indices.shape)} on {indices.device}")
+    return shape
+
+
+def add_relu_backward(op, grad_output, output):
+    tensor(output, "output", op)
+    same_kind(output, "output", grad_output, "grad_output", op)
+    if grad_output.shape != output.shape:
+        raise ValueError(f"{op}: grad_output shape {tuple(grad_output.shape)} must match output shape "
+                         f"{tuple(output.shape)}")
 
 
 def add_relu(op, input, other):

@@ -81,6 +81,8 @@ def _conv_backward_fake(grad_output, input, weight, output, output_mask, op):
 
 def _conv2d_backward_fake(grad_output, input, weight, output, stride, padding, dilation, groups, activation,
                           output_mask):
+    _checks.conv_backward("conv2d_backward", grad_output, input, weight, output, stride, padding, dilation, groups,
+                          activation)
     return _conv_backward_fake(grad_output, input, weight, output, output_mask, "conv2d_backward")
 
 
@@ -92,6 +94,9 @@ def _conv1x1_fake(input, weight, bias=None, residual=None, stride=(1, 1), activa
 
 
 def _conv1x1_backward_fake(grad_output, input, weight, output, stride, activation, output_mask):
+    _checks.conv1x1_weight("conv1x1_backward", weight)
+    _checks.conv_backward("conv1x1_backward", grad_output, input, weight, output, stride, (0, 0), (1, 1), 1,
+                          activation)
     return _conv_backward_fake(grad_output, input, weight, output, output_mask, "conv1x1_backward")
 
 
@@ -105,6 +110,8 @@ def _max_pool2d_fake(input, kernel_size, stride, padding=(0, 0), dilation=(1, 1)
 
 
 def _max_pool2d_backward_fake(grad_output, input, indices, kernel_size, stride, padding, dilation, ceil_mode):
+    _checks.max_pool2d_backward("max_pool2d_backward", grad_output, input, indices, kernel_size, stride, padding,
+                                dilation, ceil_mode)
     return _empty(input.shape, input, suggest_memory_format(input))
 
 
@@ -114,6 +121,7 @@ def _add_relu_fake(input, other):
 
 
 def _add_relu_backward_fake(grad_output, output):
+    _checks.add_relu_backward("add_relu_backward", grad_output, output)
     return torch.empty_like(grad_output + output)
 
 

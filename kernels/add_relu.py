@@ -47,8 +47,10 @@ def _apply(x, y, OP: tl.constexpr):
             v = x.to(tl.float32) + y.to(tl.float32)
         r = tl.where(v < 0, tl.zeros_like(v), v)  # NaN < 0 is false: NaN stays
     else:
-        # x = grad_output, y = output; NaN <= 0 is false: a NaN output passes the gradient
-        r = tl.where(y <= 0, tl.zeros_like(x), x)
+        # x = grad_output, y = output; NaN <= 0 is false: a NaN output passes the gradient. The compare
+        # is in float32: Triton's interpreter compares bfloat16 by bit pattern (-0.0 would not be <= 0).
+        yc = y if y.dtype == tl.float64 else y.to(tl.float32)
+        r = tl.where(yc <= 0, tl.zeros_like(x), x)
     return r
 
 
@@ -189,11 +191,7 @@ def add_relu(input: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
 
 def add_relu_backward(grad_output: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
     op = "add_relu_backward"
-    _checks.tensor(output, "output", op)
-    _checks.same_kind(output, "output", grad_output, "grad_output", op)
-    if grad_output.shape != output.shape:
-        raise ValueError(f"{op}: grad_output shape {tuple(grad_output.shape)} must match output shape "
-                         f"{tuple(output.shape)}")
+    _checks.add_relu_backward(op, grad_output, output)
     gi = _alloc(tuple(output.shape), _result_strides(grad_output, output), output.dtype, output.device)
     _launch(_RELU_GRAD, grad_output, output, gi, "add_relu_backward")
     return gi

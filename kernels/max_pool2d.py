@@ -241,17 +241,8 @@ def max_pool2d(input, kernel_size, stride, padding=(0, 0), dilation=(1, 1), ceil
 def max_pool2d_backward(grad_output, input, indices, kernel_size, stride, padding, dilation, ceil_mode):
     op = "max_pool2d_backward"
     geom = _pairs(op, kernel_size, stride, padding, dilation)
-    shape = tuple(_checks.max_pool2d(op, input, *geom, bool(ceil_mode)))
-    _checks.tensor(grad_output, "grad_output", op)
-    if grad_output.device != input.device:
-        raise ValueError(f"{op}: grad_output is on {grad_output.device} but input is on {input.device}")
-    if tuple(grad_output.shape) != shape:
-        raise ValueError(f"{op}: grad_output must have shape {shape}, got {tuple(grad_output.shape)}")
+    shape = _checks.max_pool2d_backward(op, grad_output, input, indices, *geom, bool(ceil_mode))
     have_idx = indices.numel() > 0
-    if have_idx and (tuple(indices.shape) != shape or indices.dtype != torch.int64
-                     or indices.device != input.device):
-        raise ValueError(f"{op}: indices must be int64 with shape {shape} on {input.device}, got {indices.dtype} "
-                         f"{tuple(indices.shape)} on {indices.device}")
     from fastcnn import _ops
 
     fmt = suggest_memory_format(input)

@@ -37,10 +37,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv1x1_backward(
                                                    activation, output_mask);
   const Activation act = parse_activation(activation);
   const ConvGeom g = check_conv1x1("conv1x1_backward", input, weight, std::nullopt, std::nullopt, stride);
-  TORCH_CHECK_VALUE(grad_output.dim() == 4 && grad_output.size(0) == g.N && grad_output.size(1) == g.K &&
-                        grad_output.size(2) == g.P && grad_output.size(3) == g.Q,
-                    "conv1x1_backward: grad_output must have shape [", g.N, ", ", g.K, ", ", g.P, ", ", g.Q,
-                    "], got ", grad_output.sizes());
+  check_conv_backward("conv1x1_backward", input, grad_output, output, g, act);
   return conv_backward_op(grad_output, input, weight, output, g, act,
                           output_mask);
 }

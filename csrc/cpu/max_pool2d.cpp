@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "backend.h"
 #include "checks.h"
@@ -135,15 +136,34 @@ void forward_nhwc(const T* x, const PoolGeom& g, T* out, int64_t* idx) {
   });
 }
 
+// Windows that hold no input element (possible only with dilation: every tap in the padding or
+// past the end). Their output is -inf with PyTorch's index, which lies outside the window, so
+// their gradient must go nowhere. Returns an empty vector when there are none (the usual case).
+std::vector<uint8_t> empty_windows(const PoolGeom& g) {
+  std::vector<uint8_t> e(g.P * g.Q, 0);
+  bool any = false;
+  for (int64_t p = 0; p < g.P; ++p)
+    for (int64_t q = 0; q < g.Q; ++q) {
+      const Window w = window(g, p, q);
+      e[p * g.Q + q] = w.h0 >= w.h1 || w.w0 >= w.w1;
+      any |= e[p * g.Q + q] != 0;
+    }
+  if (!any) e.clear();
+  return e;
+}
+
 // gi is zeroed. idx may be null: then the argmax is recomputed from x.
 template <typename T>
 void backward_nchw(const T* go, const int64_t* idx, const T* x, const PoolGeom& g, T* gi) {
   const int64_t HW = g.H * g.W, PQ = g.P * g.Q;
+  const std::vector<uint8_t> empty = empty_windows(g);
+  const uint8_t* skip = empty.empty() ? nullptr : empty.data();
   at::parallel_for(0, g.N * g.C, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, PQ)), [&](int64_t b, int64_t e) {
     for (int64_t plane = b; plane < e; ++plane) {
       const T* gp = go + plane * PQ;
       T* dp = gi + plane * HW;
       for (int64_t pq = 0; pq < PQ; ++pq) {
+        if (skip && skip[pq]) continue;
         const int64_t i = idx ? idx[plane * PQ + pq] : argmax(x + plane * HW, 1, g, pq / g.Q, pq % g.Q);
         if (i >= 0 && i < HW) dp[i] += gp[pq];
       }
@@ -160,11 +180,14 @@ void backward_nhwc(const T* go, const int64_t* idx, const T* x, const PoolGeom& 
   const int64_t nt = at::get_num_threads();
   const int64_t nblk = std::min<int64_t>(C, std::max<int64_t>(1, (nt + g.N - 1) / std::max<int64_t>(g.N, 1)));
   const int64_t CB = (C + nblk - 1) / nblk;
+  const std::vector<uint8_t> empty = empty_windows(g);
+  const uint8_t* skip = empty.empty() ? nullptr : empty.data();
   at::parallel_for(0, g.N * nblk, 1, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
       const int64_t n = t / nblk, c0 = (t % nblk) * CB, c1 = std::min(C, c0 + CB);
       T* dimg = gi + n * HW * C;
       for (int64_t pq = 0; pq < PQ; ++pq) {
+        if (skip && skip[pq]) continue;
         const int64_t off = (n * PQ + pq) * C;
         for (int64_t c = c0; c < c1; ++c) {
           const int64_t i = idx ? idx[off + c] : argmax(x + n * HW * C + c, C, g, pq / g.Q, pq % g.Q);
@@ -218,6 +241,9 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
   TORCH_CHECK_VALUE(!have_idx || (indices.sizes() == at::IntArrayRef(out_shape) && indices.scalar_type() == at::kLong),
                     "max_pool2d_backward: indices must be int64 with shape ", at::IntArrayRef(out_shape), ", got ",
                     indices.scalar_type(), " ", indices.sizes());
+  check_same("max_pool2d_backward", input, "input", grad_output, "grad_output");
+  TORCH_CHECK_VALUE(!have_idx || indices.device() == input.device(), "max_pool2d_backward: indices is on ",
+                    indices.device(), " but input is on ", input.device());
   const auto fmt = input.suggest_memory_format();
   const auto dtype = input.scalar_type();
   const auto cdt = is_reduced(dtype) ? at::kFloat : dtype;
