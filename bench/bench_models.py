@@ -1,0 +1,281 @@
+"""Whole-network benchmark: fastcnn.models against the same networks in plain PyTorch, inference and
+a training step.
+
+The baseline is torchvision's model when torchvision imports, else the plain-PyTorch copy in
+``reference_models`` (the same modules and forward); the fastcnn model loads the baseline's
+state_dict, and its inference output is checked against the baseline's before timing. Both sides get
+the same dtype, memory format and batch; on the GPU ``cudnn.benchmark=True`` and TF32 only for
+``--dtype tf32``.
+
+* ``inference``: ``model.eval()`` under ``torch.inference_mode()`` (fastcnn: BN folded and cached);
+* ``train``: ``model.train()``, one SGD step (momentum 0.9) on cross-entropy (GoogLeNet: + 0.3 x each
+  auxiliary loss, as torchvision's recipe): zero_grad, forward, backward, step.
+
+Rows go to ``--out`` (bench/common.COLUMNS, kind ``model``, plus ``images_per_s``); ``speedup`` is
+the baseline's time over the provider's. The summary prints the time ratio fastcnn / baseline per
+network and mode and the worst one (``--max-ratio R`` makes the exit status 1 above R).
+
+    python -m fastcnn.bench.bench_models --device cpu --nets lenet5,resnet18 --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from . import common
+from .reference_models import NAMES, plain_model
+
+DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
+          "fp64": torch.float64}
+BATCH = {"cpu": {"lenet5": 64, "default": 8}, "cuda": {"lenet5": 1024, "default": 64}}
+BASELINE = {"cpu": "torch_cpu", "cuda": "cudnn"}
+PROVIDERS = {
+    "cpu": ["torch_cpu", "fastcnn_cpu"],
+    "cuda": ["cudnn", "torch_compile", "fastcnn_cuda", "fastcnn_triton", "fastcnn"],
+}
+FASTCNN_BACKEND = {"fastcnn_cpu": "cpu", "fastcnn_cuda": "cuda", "fastcnn_triton": "triton", "fastcnn": "auto"}
+MODES = ("inference", "train")
+DEFAULT_NETS = ("lenet5", "alexnet", "googlenet", "resnet18", "resnet50")
+
+
+def _kind(device: str) -> str:
+    return "cuda" if device.startswith("cuda") else "cpu"
+
+
+def input_shape(name: str, image_size: int | None = None):
+    """(C, H, W) of one image: LeNet-5 1x28x28, the others 3x224x224 (or ``image_size``)."""
+    if name == "lenet5":
+        return (1, 28, 28)
+    s = image_size or 224
+    return (3, s, s)
+
+
+def _calibrate_bn(model, shape):
+    """Running statistics from one random batch (fresh ones, mean 0 and variance 1, let the
+    activations of a freshly initialised network fade, which would make the output check vacuous)."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.momentum = 1.0
+    with torch.no_grad():
+        model.train()(torch.randn(4, *shape))
+    for m, mom in zip(bns, saved):
+        m.momentum = mom
+
+
+def build_pair(name: str, num_classes: int = 1000, seed: int = 0, image_size: int | None = None):
+    """(baseline, fastcnn) float32 models with the same weights and calibrated BN statistics."""
+    import fastcnn
+
+    torch.manual_seed(seed)
+    kwargs = {} if name == "lenet5" else {"num_classes": num_classes}
+    base = plain_model(name, prefer_torchvision=True, **kwargs)
+    _calibrate_bn(base, input_shape(name, image_size))
+    fm = fastcnn.models.MODELS[name](**kwargs)
+    fm.load_state_dict(base.state_dict(), strict=True)
+    return base, fm
+
+
+def _loss(out, target):
+    if isinstance(out, tuple):  # GoogLeNet in train mode: (logits, aux2, aux1)
+        logits, *aux = out
+        return F.cross_entropy(logits, target) + sum(0.3 * F.cross_entropy(a, target) for a in aux if a is not None)
+    return F.cross_entropy(out, target)
+
+
+def make_step(model, mode: str, x, target):
+    """The timed callable: an inference forward, or a full SGD training step."""
+    if mode == "inference":
+        model.eval()
+
+        def step():
+            with torch.inference_mode():
+                return model(x)
+        return step
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = _loss(model(x), target)
+        loss.backward()
+        opt.step()
+        return loss
+    return step
+
+
+@contextlib.contextmanager
+def _provider_context(provider: str):
+    if provider in FASTCNN_BACKEND:
+        import fastcnn
+
+        with fastcnn.backend(FASTCNN_BACKEND[provider]):
+            yield
+    else:
+        yield
+
+
+def _prepare(provider, base, fm, device, dtype, layout):
+    model = fm if provider in FASTCNN_BACKEND else base
+    model = model.to(device=device, dtype=dtype)
+    if layout == "nhwc":
+        model = model.to(memory_format=torch.channels_last)
+    if provider == "torch_compile":
+        model = torch.compile(model)
+    return model
+
+
+def _flops(base, shape, mode):
+    """FLOPs of one image (inference) or one image's training step, counted on the baseline."""
+    import copy
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    m = copy.deepcopy(base).train(mode == "train")  # a train forward would move base's running stats
+    x = torch.randn(1, *shape)
+    counter = FlopCounterMode(display=False)
+    try:
+        with counter:
+            if mode == "train":
+                m.zero_grad(set_to_none=True)
+                _loss(m(torch.cat([x, x])), torch.zeros(2, dtype=torch.long)).backward()
+            else:
+                with torch.no_grad():
+                    m(x)
+    except Exception:  # FLOPs are informative only
+        return None
+    return counter.get_total_flops() / (2 if mode == "train" else 1)
+
+
+def _check_outputs(base, fm, x, dtype_name, echo):
+    """Inference outputs of the two models (fp32/fp64 only): a broken model is not benchmarked."""
+    if dtype_name not in ("fp32", "fp64"):
+        return
+    base.eval()
+    fm.eval()
+    with torch.inference_mode():
+        a, b = base(x).double(), fm(x).double()
+    err = ((a - b).norm() / a.norm()).item()
+    if not err < 1e-3:
+        raise RuntimeError(f"fastcnn output differs from the baseline: relative error {err:.3e}")
+    echo(f"  outputs agree (relative error {err:.1e})")
+
+
+def run(device="cpu", nets=None, modes=MODES, batch=None, dtype="fp32", layout="nchw", providers=None,
+        quick=False, out=None, image_size=None, rounds=1, num_classes=1000, echo=print):
+    """Time every (network, mode, provider); returns the rows (appended to ``out`` when given).
+
+    ``rounds`` > 1 repeats each provider's measurement, alternating providers, and keeps each
+    provider's fastest round (a shared machine's load comes and goes)."""
+    kind = _kind(device)
+    providers = list(providers or PROVIDERS[kind])
+    base_name = BASELINE[kind]
+    if base_name not in providers:
+        providers = [base_name] + providers
+    if kind == "cuda":
+        torch.backends.cudnn.benchmark = True
+        tf32 = dtype == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+    tdtype = DTYPES[dtype]
+    fmt = torch.channels_last if layout == "nhwc" else torch.contiguous_format
+    env = common.env_row(device)
+    rows = []
+    for name in nets or DEFAULT_NETS:
+        b = batch or BATCH[kind].get(name, BATCH[kind]["default"])
+        shape = input_shape(name, image_size)
+        base, fm = build_pair(name, num_classes, image_size=image_size)
+        g = torch.Generator().manual_seed(1)
+        x = torch.randn(b, *shape, generator=g).to(device=device, dtype=tdtype).contiguous(memory_format=fmt)
+        target = torch.randint(0, 10 if name == "lenet5" else num_classes, (b,), generator=g).to(device)
+        echo(f"{name} batch {b} input {'x'.join(map(str, shape))} {dtype} {layout}")
+        flops_of = {mode: _flops(base, shape, mode) for mode in modes}  # on the CPU in float32, once
+        for mode in modes:
+            flops = flops_of[mode]
+            steps = {}
+            for prov in providers:
+                try:
+                    model = _prepare(prov, base, fm, device, tdtype, layout)
+                    if prov.startswith("fastcnn") and mode == "inference":
+                        with _provider_context(prov):
+                            _check_outputs(_prepare(base_name, base, fm, device, tdtype, layout), model, x, dtype,
+                                           echo)
+                    steps[prov] = (model, make_step(model, mode, x, target))
+                except Exception as exc:  # a provider that cannot run is reported, not fatal
+                    echo(f"  skip {prov} {name} {mode}: {type(exc).__name__}: {exc}")
+            best = {}
+            for _ in range(max(1, rounds)):
+                for prov, (_, step) in steps.items():
+                    with _provider_context(prov):
+                        t = common.time_fn(step, device, quick)
+                    if prov not in best or t[0] < best[prov][0]:
+                        best[prov] = t
+            base_ms = best.get(base_name, (None,))[0]
+            for prov, (p50, p20, p80) in best.items():
+                rows.append({**env, "kind": "model", "name": name, "mode": mode, "dtype": dtype, "layout": layout,
+                             "batch": b, "shape": "x".join(map(str, shape)), "provider": prov, "ms_p50": p50,
+                             "ms_p20": p20, "ms_p80": p80,
+                             "tflops": flops * b / (p50 * 1e-3) / 1e12 if flops else None, "gbps": None,
+                             "speedup": base_ms / p50 if base_ms else None, "images_per_s": b / (p50 * 1e-3)})
+            echo("  " + f"{mode:9s} " + "  ".join(f"{p} {t[0]:.2f}ms" for p, t in best.items()))
+            # the train step mutated the models' weights: restore them for the next mode
+            base, fm = build_pair(name, num_classes, image_size=image_size)
+    if out:
+        common.append_csv(out, rows)
+    return rows
+
+
+def summarize(rows, baseline, echo=print):
+    """Time ratio provider / baseline per network and mode; returns the worst ratio."""
+    table, worst = [], float("nan")
+    for r in rows:
+        if r["provider"] != baseline and r.get("speedup"):
+            ratio = 1.0 / r["speedup"]
+            table.append({"network": r["name"], "mode": r["mode"], "provider": r["provider"], "batch": r["batch"],
+                          "ms": r["ms_p50"], "images/s": r["images_per_s"], "time ratio": ratio})
+            worst = ratio if not worst >= ratio else worst
+    echo(common.markdown_table(table, ["network", "mode", "provider", "batch", "ms", "images/s", "time ratio"]))
+    echo(f"worst time ratio vs {baseline}: {worst:.3f} (< 1 is faster); geomean "
+         f"{common.geomean([t['time ratio'] for t in table]):.3f}")
+    return worst
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--nets", default=None, help=f"comma list of {','.join(NAMES)} (default "
+                    f"{','.join(DEFAULT_NETS)})")
+    ap.add_argument("--modes", default="inference,train")
+    ap.add_argument("--dtype", default="fp32", help="fp32, tf32, fp16, bf16")
+    ap.add_argument("--layout", default="nchw", choices=["nchw", "nhwc"])
+    ap.add_argument("--providers", default=None)
+    ap.add_argument("--batch", type=int, default=None, help="images per step (default: lenet5 64, others 8 on the "
+                    "CPU; 1024 and 64 on the GPU)")
+    ap.add_argument("--image-size", type=int, default=None, help="input size of the ImageNet networks (224)")
+    ap.add_argument("--rounds", type=int, default=1, help="measure each provider this often, keep the fastest")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--max-ratio", type=float, default=None, help="exit 1 when a time ratio exceeds this")
+    ap.add_argument("--out", default=None, help="CSV to append to")
+    a = ap.parse_args(argv)
+    split = lambda s: [v for v in s.split(",") if v] if s else None  # noqa: E731
+    for n in split(a.nets) or []:
+        if n not in NAMES:
+            ap.error(f"unknown network {n!r}; choose from {','.join(NAMES)}")
+    rows = run(a.device, split(a.nets), split(a.modes), a.batch, a.dtype, a.layout, split(a.providers), a.quick,
+               a.out, a.image_size, a.rounds)
+    worst = summarize(rows, BASELINE[_kind(a.device)])
+    if a.max_ratio is not None and not worst <= a.max_ratio:
+        print(f"worst time ratio {worst:.3f} exceeds --max-ratio {a.max_ratio}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,455 @@
+"""``fastcnn.fuse(model)``: an ordinary PyTorch model rewritten to compute the same with fastcnn ops.
+
+>>> fused = fastcnn.fuse(torchvision.models.resnet50())
+>>> fused, report = fastcnn.fuse(model, return_report=True); print(report)
+
+What it does, on a deep copy of the model (``inplace=True``: on the model itself):
+
+1. every ``nn.Conv2d`` becomes a ``fastcnn.nn.Conv2d`` and every ``nn.MaxPool2d`` a
+   ``fastcnn.nn.MaxPool2d`` (same parameters, same state_dict keys; exact module types only, and
+   none with hooks);
+2. the ``forward`` of every module with children is traced with ``torch.fx``, its children as leaves
+   (each module is rewritten on its own, so calling any submodule directly still computes what it
+   did), and these patterns become one ``fastcnn.nn.conv_bn_act`` call:
+
+   * ``conv -> ReLU``, ``conv -> BatchNorm2d [-> ReLU]``, each optionally with a residual
+     ``+ other`` (``+``, ``+=``, ``torch.add``, ``.add``/``.add_``) before the ReLU: in eval mode the
+     BN is folded into the conv (one fastcnn op with the residual and ReLU in its epilogue), in train
+     mode the BN runs with batch statistics and the add + ReLU after it is one ``add_relu``;
+   * ``relu(a + b)`` of any other two tensors: ``fastcnn.functional.add_relu``.
+
+   ReLU is ``nn.ReLU``, ``F.relu``/``torch.relu``/``.relu()`` (in-place or not). A rewritten module
+   becomes a ``torch.fx.GraphModule`` (named as its class, with its submodules, parameters, buffers
+   and public attributes in their original order: state_dict keys are unchanged).
+
+Modules that cannot be traced (data-dependent control flow, ...) or whose traced forward differs
+between train and eval mode (``if self.training: ...``: tracing would freeze one branch) keep their
+forward; their children are still converted. The report (``return_report=True``) lists what was
+fused, what was replaced and what was left as written, with the reason.
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import functional as FF
+from . import nn as fnn
+
+__all__ = ["fuse", "FuseReport"]
+
+
+@dataclass
+class FuseReport:
+    """What ``fuse`` did: ``fused`` (module path, pattern), ``replaced`` (module path, old -> new
+    type), ``skipped`` (module path, why its forward was left as written)."""
+
+    fused: list = field(default_factory=list)
+    replaced: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"fastcnn.fuse: {len(self.fused)} fused patterns, {len(self.replaced)} modules replaced, "
+                 f"{len(self.skipped)} modules left as written"]
+        lines += [f"  fused     {p or '<root>'}: {what}" for p, what in self.fused]
+        lines += [f"  replaced  {p or '<root>'}: {what}" for p, what in self.replaced]
+        lines += [f"  left      {p or '<root>'}: {why}" for p, why in self.skipped]
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# the functions the rewritten graphs call
+# ------------------------------------------------------------------------------------------------
+
+def _conv_out_hw(conv: nn.Conv2d, h: int, w: int):
+    if isinstance(conv.padding, str):
+        if conv.padding == "same":
+            return h, w
+        pad = (0, 0)
+    else:
+        pad = conv.padding
+    out = []
+    for size, k, s, p, d in zip((h, w), conv.kernel_size, conv.stride, pad, conv.dilation):
+        out.append((size + 2 * p - d * (k - 1) - 1) // s + 1)
+    return tuple(out)
+
+
+def _residual_fits(x, conv, residual) -> bool:
+    """Whether ``residual`` can go into the conv's epilogue: a tensor of the output's exact shape,
+    dtype and device (anything else, e.g. a broadcast addend, takes the unfused path)."""
+    if not isinstance(residual, torch.Tensor) or not isinstance(x, torch.Tensor) or x.dim() not in (3, 4):
+        return False
+    if residual.dtype != x.dtype or residual.device != x.device:
+        return False
+    p, q = _conv_out_hw(conv, x.shape[-2], x.shape[-1])
+    expected = (conv.out_channels, p, q) if x.dim() == 3 else (x.shape[0], conv.out_channels, p, q)
+    return tuple(residual.shape) == expected
+
+
+@fnn.fx_leaf
+def fused_conv(x, conv, bn, residual, activation):
+    """``act(bn(conv(x)) + residual)`` (``bn``, ``residual`` optional) as ``fuse`` emits it."""
+    if residual is not None and not _residual_fits(x, conv, residual):
+        y = fnn.conv_bn_act(x, conv, bn) + residual
+        return torch.relu(y) if activation else y
+    return fnn.conv_bn_act(x, conv, bn, residual, activation)
+
+
+@fnn.fx_leaf
+def add_relu(a, b):
+    """``relu(a + b)``: one ``add_relu`` for two floating tensors of one dtype and device, else torch."""
+    if (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype
+            and a.device == b.device and a.is_floating_point()):
+        return FF.add_relu(a, b)
+    return torch.relu(a + b)
+
+
+# ------------------------------------------------------------------------------------------------
+# pattern matching on a traced forward
+# ------------------------------------------------------------------------------------------------
+
+_RELU_FUNCS = {F.relu, torch.relu, torch.relu_, torch.nn.functional.relu}
+_ADD_FUNCS = {operator.add, operator.iadd, torch.add}
+_INPLACE_ADDS = {operator.iadd}
+
+
+class _ChildLeafTracer(fx.Tracer):
+    """Every submodule call is a leaf: the graph holds only the traced module's own forward."""
+
+    def is_leaf_module(self, m, module_qualified_name):
+        return True
+
+
+def _has_hooks(m: nn.Module) -> bool:
+    return bool(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+                or getattr(m, "_backward_pre_hooks", None))
+
+
+def _only_user(node: fx.Node):
+    users = list(node.users)
+    return users[0] if len(users) == 1 else None
+
+
+def _is_relu_of(node: fx.Node, src: fx.Node, modules) -> bool:
+    if node.op == "call_module":
+        return isinstance(modules.get(node.target), nn.ReLU) and node.args == (src,) and not node.kwargs
+    if node.op == "call_function" and node.target in _RELU_FUNCS:
+        return node.args[:1] == (src,) and len(node.args) <= 2 and set(node.kwargs) <= {"inplace"}
+    if node.op == "call_method" and node.target in ("relu", "relu_"):
+        return node.args == (src,) and not node.kwargs
+    return False
+
+
+def _add_operands(node: fx.Node):
+    """(a, b, in_place) of a two-tensor add node, else None."""
+    if node.kwargs:
+        return None
+    if node.op == "call_function" and node.target in _ADD_FUNCS and len(node.args) == 2:
+        a, b = node.args
+        inplace = node.target in _INPLACE_ADDS
+    elif node.op == "call_method" and node.target in ("add", "add_") and len(node.args) == 2:
+        a, b = node.args
+        inplace = node.target == "add_"
+    else:
+        return None
+    if not (isinstance(a, fx.Node) and isinstance(b, fx.Node)) or a is b:
+        return None
+    return a, b, inplace
+
+
+def _module_types():
+    return {
+        "conv": (fnn.Conv2d, fnn.Conv1x1),
+        "bn": (nn.BatchNorm2d, nn.SyncBatchNorm),
+    }
+
+
+def _direct_child(node: fx.Node, modules, kinds):
+    if node.op != "call_module" or "." in node.target:
+        return None
+    m = modules.get(node.target)
+    if type(m) not in kinds or _has_hooks(m):
+        return None
+    return m
+
+
+def _rewrite(graph: fx.Graph, modules: dict, prefix: str, report: FuseReport) -> int:
+    """Rewrite the patterns in ``graph`` in place; returns how many."""
+    kinds = _module_types()
+    count = 0
+    for node in list(graph.nodes):
+        if node.graph is None or node.op != "call_module":  # erased, or not a module call
+            continue
+        conv = _direct_child(node, modules, kinds["conv"])
+        if conv is None or getattr(conv, "activation", None) is not None or len(node.args) != 1 or node.kwargs:
+            continue
+        chain, cur, bn, residual, act, names = [node], node, None, None, None, [node.target]
+        user = _only_user(cur)
+        if user is not None and _direct_child(user, modules, kinds["bn"]) is not None and user.args == (cur,) \
+                and not user.kwargs:
+            bn = user
+            chain.append(user)
+            names.append(user.target)
+            cur = user
+            user = _only_user(cur)
+        if user is not None:
+            ops = _add_operands(user)
+            if ops is not None and cur in ops[:2]:
+                a, b, inplace = ops
+                if not inplace or a is cur:  # an in-place add must write to the chain's tensor
+                    residual = b if a is cur else a
+                    chain.append(user)
+                    names.append("add")
+                    cur = user
+                    user = _only_user(cur)
+        if user is not None and _is_relu_of(user, cur, modules):
+            act = "relu"
+            chain.append(user)
+            names.append("relu")
+            cur = user
+        if len(chain) == 1:
+            continue  # a lone conv: already a fastcnn conv
+        last = chain[-1]
+        with graph.inserting_before(last):
+            conv_attr = graph.get_attr(node.target)
+            bn_attr = graph.get_attr(bn.target) if bn is not None else None
+            fused = graph.call_function(fused_conv, (node.args[0], conv_attr, bn_attr, residual, act))
+        last.replace_all_uses_with(fused)
+        for n in reversed(chain):
+            graph.erase_node(n)
+        report.fused.append((prefix + node.target, " + ".join(names)))
+        count += 1
+
+    for node in list(graph.nodes):
+        if node.graph is None:
+            continue
+        ops = _add_operands(node)
+        if ops is None:
+            continue
+        a, b, inplace = ops
+        if inplace and len(a.users) != 1:  # the in-place add's target is read elsewhere
+            continue
+        user = _only_user(node)
+        if user is None or not _is_relu_of(user, node, modules):
+            continue
+        with graph.inserting_before(user):
+            fused = graph.call_function(add_relu, (a, b))
+        user.replace_all_uses_with(fused)
+        graph.erase_node(user)
+        graph.erase_node(node)
+        report.fused.append((prefix.rstrip("."), f"add({a.name}, {b.name}) + relu"))
+        count += 1
+    return count
+
+
+# ------------------------------------------------------------------------------------------------
+# nn.Sequential: fused in place of tracing (it stays indexable and sliceable)
+# ------------------------------------------------------------------------------------------------
+
+def _sequential_plan(children):
+    """Steps over ``children``: a module, or (conv, bn, activation, names) for conv [-> bn] [-> relu]."""
+    kinds = _module_types()
+    plan, i = [], 0
+    while i < len(children):
+        name, m = children[i]
+        if type(m) in kinds["conv"] and getattr(m, "activation", None) is None and not _has_hooks(m):
+            j, bn, act, names = i + 1, None, None, [f"conv {name}"]
+            if j < len(children) and type(children[j][1]) in kinds["bn"] and not _has_hooks(children[j][1]):
+                bn = children[j][1]
+                names.append(f"bn {children[j][0]}")
+                j += 1
+            if j < len(children) and type(children[j][1]) is nn.ReLU and not _has_hooks(children[j][1]):
+                act = "relu"
+                names.append(f"relu {children[j][0]}")
+                j += 1
+            if j > i + 1:
+                plan.append((m, bn, act, names))
+                i = j
+                continue
+        plan.append(m)
+        i += 1
+    return plan
+
+
+class FusedSequential(nn.Sequential):
+    """``nn.Sequential`` that runs each conv [-> BatchNorm2d] [-> ReLU] run of children as one
+    ``fastcnn.nn.conv_bn_act`` call (the children, their names and state_dict keys are unchanged)."""
+
+    def forward(self, input):
+        for step in _sequential_plan(list(self._modules.items())):
+            if isinstance(step, tuple):
+                conv, bn, act, _ = step
+                input = fnn.conv_bn_act(input, conv, bn, None, act)
+            else:
+                input = step(input)
+        return input
+
+
+def _fuse_sequential(module: nn.Sequential, path: str, report: FuseReport):
+    steps = [s for s in _sequential_plan(list(module._modules.items())) if isinstance(s, tuple)]
+    if not steps:
+        return None
+    prefix = f"{path}." if path else ""
+    for _, _, _, names in steps:
+        report.fused.append((prefix + names[0].split(" ", 1)[1], " + ".join(names)))
+    new = FusedSequential(OrderedDict(module._modules))
+    new.training = module.training
+    for k, v in module.__dict__.items():
+        if "hooks" in k:
+            new.__dict__[k] = v
+    return new
+
+
+# ------------------------------------------------------------------------------------------------
+# the driver
+# ------------------------------------------------------------------------------------------------
+
+def _trace(module: nn.Module, training: bool) -> fx.Graph:
+    was = module.training
+    module.training = training
+    try:
+        return _ChildLeafTracer().trace(module)
+    finally:
+        module.training = was
+
+
+def _plain_class_attrs(cls):
+    """Public class-level data attributes (``expansion = 4``) a GraphModule would not carry."""
+    out = {}
+    for klass in reversed(cls.__mro__):
+        if klass in (nn.Module, object) or klass.__module__.startswith("torch."):
+            continue
+        for k, v in vars(klass).items():
+            if not k.startswith("_") and isinstance(v, (int, float, str, bool, tuple, type(None))):
+                out[k] = v
+    return out
+
+
+def _as_graph_module(module: nn.Module, graph: fx.Graph) -> fx.GraphModule:
+    gm = fx.GraphModule(module, graph, class_name=type(module).__name__)
+    # The original children, parameters and buffers, in their order (GraphModule copies only what
+    # the graph reads): state_dict keys and order are unchanged, and unused modules are kept.
+    gm._modules = OrderedDict(module._modules)
+    gm._parameters = OrderedDict(module._parameters)
+    gm._buffers = OrderedDict(module._buffers)
+    gm._non_persistent_buffers_set = set(module._non_persistent_buffers_set)
+    gm.training = module.training
+    for k, v in module.__dict__.items():
+        if "hooks" in k:
+            gm.__dict__[k] = v
+    for k, v in {**_plain_class_attrs(type(module)), **module.__dict__}.items():
+        if not k.startswith("_") and k not in gm.__dict__ and not hasattr(type(gm), k):
+            gm.__dict__[k] = v
+    return gm
+
+
+def _swap_leaves(model: nn.Module, report: FuseReport) -> nn.Module:
+    """nn.Conv2d -> fastcnn.nn.Conv2d, nn.MaxPool2d -> fastcnn.nn.MaxPool2d (exact types, no hooks)."""
+    new = {}
+
+    def convert(m):
+        if id(m) in new:
+            return new[id(m)]
+        out = None
+        if _has_hooks(m):
+            out = None
+        elif type(m) is nn.Conv2d:
+            out = fnn.Conv2d.from_conv(m)
+        elif type(m) is nn.MaxPool2d:
+            out = fnn.MaxPool2d(m.kernel_size, m.stride, m.padding, m.dilation, m.return_indices, m.ceil_mode)
+            out.train(m.training)
+        new[id(m)] = out
+        return out
+
+    for path, parent in list(model.named_modules(remove_duplicate=False)):
+        for name, child in list(parent._modules.items()):
+            if child is None:
+                continue
+            rep = convert(child)
+            if rep is not None:
+                parent._modules[name] = rep
+                report.replaced.append((f"{path}.{name}" if path else name,
+                                        f"nn.{type(child).__name__} -> fastcnn.nn.{type(rep).__name__}"))
+    root = convert(model)
+    if root is not None:
+        report.replaced.append(("", f"nn.{type(model).__name__} -> fastcnn.nn.{type(root).__name__}"))
+        return root
+    return model
+
+
+def _post_order(model: nn.Module):
+    """(module, [(parent, name), ...], path) for each distinct module, children before parents."""
+    parents, paths, order, seen = {}, {}, [], set()
+
+    def visit(m, path):
+        if id(m) in seen:
+            return
+        seen.add(id(m))
+        for name, child in m._modules.items():
+            if child is None:
+                continue
+            parents.setdefault(id(child), []).append((m, name))
+            visit(child, f"{path}.{name}" if path else name)
+            paths.setdefault(id(child), f"{path}.{name}" if path else name)
+        order.append(m)
+
+    visit(model, "")
+    for m in order:
+        yield m, parents.get(id(m), []), paths.get(id(m), "")
+
+
+def _rewrite_module(module: nn.Module, path: str, report: FuseReport):
+    """The rewritten GraphModule for ``module``, or None (nothing to fuse, or not traceable)."""
+    if not module._modules or isinstance(module, (nn.ModuleList, nn.ModuleDict)):
+        return None
+    if type(module).forward is nn.Module.forward:
+        return None
+    if type(module) is nn.Sequential:
+        return _fuse_sequential(module, path, report)
+    try:
+        graph = _trace(module, module.training)
+        other = _trace(module, not module.training)
+    except Exception as exc:  # noqa: BLE001 - any failure leaves the module as written
+        report.skipped.append((path, f"not traceable with torch.fx ({type(exc).__name__}: {str(exc)[:200]})"))
+        return None
+    if graph.python_code("self").src != other.python_code("self").src:
+        report.skipped.append((path, "forward depends on self.training (tracing would freeze one mode)"))
+        return None
+    modules = dict(module.named_modules())
+    if _rewrite(graph, modules, f"{path}." if path else "", report) == 0:
+        return None
+    for node in graph.nodes:
+        # forward's type annotations: torch.Tensor becomes a string global that GraphModule's
+        # pickling cannot import (torch 2.13)
+        node.type = None
+    graph.lint()
+    return _as_graph_module(module, graph)
+
+
+def fuse(model: nn.Module, *, inplace: bool = False, return_report: bool = False):
+    """``model`` rewritten with fastcnn layers (see the module docstring); with
+    ``return_report=True``, ``(fused_model, FuseReport)``."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"fuse: model must be an nn.Module, got {type(model).__name__}")
+    report = FuseReport()
+    if not inplace:
+        model = copy.deepcopy(model)
+    model = _swap_leaves(model, report)
+    root = model
+    for module, parents, path in list(_post_order(model)):
+        gm = _rewrite_module(module, path, report)
+        if gm is None:
+            continue
+        for parent, name in parents:
+            parent._modules[name] = gm
+        if module is model:
+            root = gm
+    return (root, report) if return_report else root
+
