@@ -12,6 +12,7 @@ Sections: structure of the config files (all ops); conv2d + conv1x1; max_pool2d 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 
@@ -85,7 +86,27 @@ def test_conv_families_present():
     assert {f"{op}_{k}" for op in ("conv2d", "conv1x1") for k in ("fwd", "dgrad", "wgrad")} <= fams
 
 
-def test_conv_fp32_precision_follows_allow_tf32(monkeypatch):
+@contextlib.contextmanager
+def _backend_flags(**flags):
+    """Set torch.backends switches ("cuda.matmul.allow_tf32" spelled cuda_matmul__allow_tf32) and restore
+    them. Not monkeypatch: these are properties of torch's backend modules, and pytest >= 9.2's undo
+    deletes what it did not find in the instance dict."""
+    saved = []
+    try:
+        for key, value in flags.items():
+            path, name = key.split("__")
+            obj = torch.backends
+            for part in path.split("_"):
+                obj = getattr(obj, part)
+            saved.append((obj, name, getattr(obj, name)))
+            setattr(obj, name, value)
+        yield
+    finally:
+        for obj, name, value in reversed(saved):
+            setattr(obj, name, value)
+
+
+def test_conv_fp32_precision_follows_allow_tf32():
     """TF32 only when PyTorch's GEMM and cuDNN TF32 switches both allow it (as the CUDA backend)."""
     from fastcnn.kernels import conv2d as kconv
 
@@ -93,15 +114,15 @@ def test_conv_fp32_precision_follows_allow_tf32(monkeypatch):
         return kconv.dot_mode(torch.float32, torch.device("cpu"))["DOT_PREC"]
 
     assert prec() == "ieee"  # the defaults: matmul off, cudnn on
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
-    assert prec() == "tf32"
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    assert prec() == "ieee"
-    monkeypatch.undo()
-    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # the torch >= 2.9 API
-        monkeypatch.setattr(torch.backends.cuda.matmul, "fp32_precision", "tf32")
+    with _backend_flags(cuda_matmul__allow_tf32=True):
         assert prec() == "tf32"
-        monkeypatch.undo()
+        with _backend_flags(cudnn__allow_tf32=False):
+            assert prec() == "ieee"
+    assert prec() == "ieee"
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # the torch >= 2.9 API
+        with _backend_flags(cuda_matmul__fp32_precision="tf32"):
+            assert prec() == "tf32"
+    assert prec() == "ieee"
     assert prec() == "ieee"
 
 
