@@ -23,9 +23,8 @@ scikit-learn (the digits), matplotlib (the PNG) and tqdm (progress bars, optiona
 extras, imported here only: ``import fastcnn`` does not need them.
 
 Training runs on the CPU on one thread: LeNet-5's tensors at batch 32 are too small for threads to
-pay (on a busy 2-core machine, two threads made each fastcnn conv call stall for 100+ ms, against
-1 ms on one thread), and one thread makes the run reproducible whatever the machine's core count
-(the same seed gives the same losses, bit for bit, on one machine).
+pay, and one thread makes the run reproducible whatever the machine's core count (the same seed
+gives the same losses, bit for bit, on one machine).
 """
 
 from __future__ import annotations
