@@ -38,6 +38,8 @@ PROVIDERS = {
     "cpu": ["torch_cpu", "fastcnn_cpu"],
     "cuda": ["cudnn", "torch_compile", "fastcnn_cuda", "fastcnn_triton", "fastcnn"],
 }
+# Offered, not run by default: max-autotune compiles for minutes per network.
+EXTRA_PROVIDERS = {"cpu": ["torch_compile"], "cuda": ["torch_compile_max_autotune"]}
 FASTCNN_BACKEND = {"fastcnn_cpu": "cpu", "fastcnn_cuda": "cuda", "fastcnn_triton": "triton", "fastcnn": "auto"}
 MODES = ("inference", "train")
 DEFAULT_NETS = ("lenet5", "alexnet", "googlenet", "resnet18", "resnet50")
@@ -129,7 +131,24 @@ def _prepare(provider, base, fm, device, dtype, layout):
         model = model.to(memory_format=torch.channels_last)
     if provider == "torch_compile":
         model = torch.compile(model)
+    elif provider == "torch_compile_max_autotune":
+        model = torch.compile(model, mode="max-autotune-no-cudagraphs")
     return model
+
+
+def graphed(step):
+    """The step captured in a CUDA graph (after warm-up on a side stream, as torch.cuda.graph's
+    documentation does); the timed callable replays it. Same for every provider."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        step()
+    return g.replay
 
 
 def _flops(base, shape, mode):
@@ -169,7 +188,7 @@ def _check_outputs(base, fm, x, dtype_name, echo):
 
 
 def run(device="cpu", nets=None, modes=MODES, batch=None, dtype="fp32", layout="nchw", providers=None,
-        quick=False, out=None, image_size=None, rounds=1, num_classes=1000, echo=print):
+        quick=False, out=None, image_size=None, rounds=1, num_classes=1000, echo=print, cuda_graphs=False):
     """Time every (network, mode, provider); returns the rows (appended to ``out`` when given).
 
     ``rounds`` > 1 repeats each provider's measurement, alternating providers, and keeps each
@@ -207,14 +226,23 @@ def run(device="cpu", nets=None, modes=MODES, batch=None, dtype="fp32", layout="
                         with _provider_context(prov):
                             _check_outputs(_prepare(base_name, base, fm, device, tdtype, layout), model, x, dtype,
                                            echo)
-                    steps[prov] = (model, make_step(model, mode, x, target))
+                    step = make_step(model, mode, x, target)
+                    if cuda_graphs and kind == "cuda":
+                        with _provider_context(prov):
+                            step = graphed(step)
+                    steps[prov] = (model, step)
                 except Exception as exc:  # a provider that cannot run is reported, not fatal
                     echo(f"  skip {prov} {name} {mode}: {type(exc).__name__}: {exc}")
-            best = {}
+            best, peak_mb = {}, {}
             for _ in range(max(1, rounds)):
                 for prov, (_, step) in steps.items():
+                    if kind == "cuda":
+                        torch.cuda.synchronize()
+                        torch.cuda.reset_peak_memory_stats()
                     with _provider_context(prov):
                         t = common.time_fn(step, device, quick)
+                    if kind == "cuda":  # the allocator's peak while the step ran (CPU: not measured)
+                        peak_mb[prov] = torch.cuda.max_memory_allocated() / 2**20
                     if prov not in best or t[0] < best[prov][0]:
                         best[prov] = t
             base_ms = best.get(base_name, (None,))[0]
@@ -223,7 +251,8 @@ def run(device="cpu", nets=None, modes=MODES, batch=None, dtype="fp32", layout="
                              "batch": b, "shape": "x".join(map(str, shape)), "provider": prov, "ms_p50": p50,
                              "ms_p20": p20, "ms_p80": p80,
                              "tflops": flops * b / (p50 * 1e-3) / 1e12 if flops else None, "gbps": None,
-                             "speedup": base_ms / p50 if base_ms else None, "images_per_s": b / (p50 * 1e-3)})
+                             "speedup": base_ms / p50 if base_ms else None, "images_per_s": b / (p50 * 1e-3),
+                             "cuda_graphs": bool(cuda_graphs and kind == "cuda"), "peak_mem_mb": peak_mb.get(prov)})
             echo("  " + f"{mode:9s} " + "  ".join(f"{p} {t[0]:.2f}ms" for p, t in best.items()))
             # the train step mutated the models' weights: restore them for the next mode
             base, fm = build_pair(name, num_classes, image_size=image_size)

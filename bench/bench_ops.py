@@ -127,18 +127,23 @@ def bench_case(layer, provider, mode, dtype_name, layout, batch, device, quick=F
             else:
                 def run():
                     return torch.autograd.grad(fn(), leaves, gy)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
         p50, p20, p80 = common.time_fn(run, device, quick)
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
     mult = {"fwd": 1, "bwd": 2, "fwd+bwd": 3}[mode]
     elem = torch.finfo(dtype).bits // 8
     row = {"kind": "op", "name": f"{layer.net}.{layer.name}", "op": layer.op, "mode": mode, "dtype": dtype_name,
            "layout": layout, "batch": batch, "shape": layer.shape, "provider": provider, "ms_p50": p50,
            "ms_p20": p20, "ms_p80": p80, "tflops": layer.flops(batch) * mult / (p50 * 1e-3) / 1e12,
-           "gbps": layer.bytes(batch, elem) * (1 if mode == "fwd" else 3) / (p50 * 1e-3) / 1e9}
+           "gbps": layer.bytes(batch, elem) * (1 if mode == "fwd" else 3) / (p50 * 1e-3) / 1e9,
+           "peak_mem_mb": peak_mb}
     return row
 
 
 def run(device="cpu", nets=None, ops=None, modes=("fwd", "fwd+bwd"), layouts=("nchw", "nhwc"), dtype="fp32",
-        providers=None, batch=None, quick=False, out=None, echo=print):
+        providers=None, batch=None, quick=False, out=None, echo=print, only=None):
     providers = providers or PROVIDERS["cuda" if device.startswith("cuda") else "cpu"]
     base = BASELINE["cuda" if device.startswith("cuda") else "cpu"]
     if base not in providers:
@@ -148,7 +153,7 @@ def run(device="cpu", nets=None, ops=None, modes=("fwd", "fwd+bwd"), layouts=("n
         tf32 = dtype == "tf32"
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
-    todo = layers(nets, ops or ("conv2d", "conv1x1", "max_pool2d", "add_relu"))
+    todo = only or layers(nets, ops or ("conv2d", "conv1x1", "max_pool2d", "add_relu"))
     rows = []
     env = common.env_row(device)
     for layer in todo:

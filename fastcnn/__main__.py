@@ -7,9 +7,9 @@ import sys
 
 
 def bench_main(argv=None) -> int:
-    from .bench import bench_ops
+    from .bench import suite
 
-    return bench_ops.main(argv)
+    return suite.main(argv)
 
 
 def main(argv=None) -> int:
