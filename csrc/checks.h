@@ -13,9 +13,9 @@
 #include <optional>
 #include <string>
 
-namespace fastcnn {
+#include "geometry.h"
 
-enum class Activation : int { None = 0, ReLU = 1 };
+namespace fastcnn {
 
 inline Activation parse_activation(c10::string_view act) {
   if (act == "none" || act == "") return Activation::None;
@@ -23,31 +23,9 @@ inline Activation parse_activation(c10::string_view act) {
   TORCH_CHECK_VALUE(false, "activation must be 'none' or 'relu', got '", std::string(act), "'");
 }
 
-// Geometry of a 2-d convolution. Input [N, C, H, W], weight [K, C/G, R, S], output [N, K, P, Q].
-struct ConvGeom {
-  int64_t N, C, H, W;
-  int64_t K, R, S;
-  int64_t P, Q;
-  int64_t G;
-  int64_t sh, sw, ph, pw, dh, dw;
-  int64_t Cg() const { return C / G; }
-  int64_t Kg() const { return K / G; }
-};
-
-// Max-pool geometry. Input [N, C, H, W], output [N, C, P, Q].
-struct PoolGeom {
-  int64_t N, C, H, W;
-  int64_t kh, kw, sh, sw, ph, pw, dh, dw;
-  int64_t P, Q;
-};
-
 inline bool is_float_type(at::ScalarType t) {
   return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
 }
-
-// Padding, dilation and pool kernel sizes past 2^31 - 1 can only describe an impossible output, and
-// bounding them keeps the geometry arithmetic (H + 2 * pad, dil * (R - 1)) far from int64 overflow.
-constexpr int64_t kMaxGeom = (int64_t{1} << 31) - 1;
 
 inline void check_pair(const char* op, const char* name, at::IntArrayRef v, int64_t min_value,
                        int64_t max_value = std::numeric_limits<int64_t>::max()) {
@@ -96,8 +74,8 @@ inline ConvGeom check_conv2d(const char* op, const at::Tensor& input, const at::
   TORCH_CHECK_VALUE(g.H + 2 * g.ph >= eff_h && g.W + 2 * g.pw >= eff_w, op, ": kernel (", eff_h, "x", eff_w,
                     " with dilation) is larger than the padded input (", g.H + 2 * g.ph, "x", g.W + 2 * g.pw,
                     "); input shape ", input.sizes(), ", weight shape ", weight.sizes(), ", padding ", padding);
-  g.P = (g.H + 2 * g.ph - eff_h) / g.sh + 1;
-  g.Q = (g.W + 2 * g.pw - eff_w) / g.sw + 1;
+  g.P = conv_out_size(g.H, g.R, g.sh, g.ph, g.dh);
+  g.Q = conv_out_size(g.W, g.S, g.sw, g.pw, g.dw);
   if (bias.has_value()) {
     check_same(op, input, "input", *bias, "bias");
     TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == g.K, op, ": bias must have shape [", g.K, "], got ",
@@ -129,15 +107,6 @@ inline void check_conv_backward(const char* op, const at::Tensor& input, const a
     TORCH_CHECK_VALUE(output->sizes() == grad_output.sizes(), op, ": output must have shape [", g.N, ", ", g.K,
                       ", ", g.P, ", ", g.Q, "], got ", output->sizes());
   }
-}
-
-inline int64_t pool_out_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d, bool ceil_mode) {
-  // As PyTorch's pooling_output_shape: with ceil_mode the last window must start inside the input
-  // or the left padding.
-  const int64_t num = in + 2 * p - d * (k - 1) - 1 + (ceil_mode ? s - 1 : 0);
-  int64_t out = (num >= 0 ? num / s : -((-num + s - 1) / s)) + 1;
-  if (ceil_mode && (out - 1) * s >= in + p) --out;
-  return out;
 }
 
 inline PoolGeom check_max_pool2d(const char* op, const at::Tensor& input, at::IntArrayRef kernel_size,

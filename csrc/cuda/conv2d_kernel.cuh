@@ -15,19 +15,13 @@
 #pragma once
 
 #include "cuda/common.cuh"
+#include "geometry.h"
 
 namespace fastcnn {
 namespace cuda {
 
-// Convolution geometry (as fastcnn::ConvGeom): input [N, C, H, W], weight [K, C/G, R, S],
-// output [N, K, P, Q].
-struct ConvShape {
-  int64_t N, C, H, W;
-  int64_t K, R, S;
-  int64_t P, Q;
-  int64_t G;
-  int64_t sh, sw, ph, pw, dh, dw;
-};
+// The validated geometry of the call (geometry.h), shared with the argument checks and the CPU path.
+using fastcnn::ConvGeom;
 
 // Channels per (tap, group) padded to whole 16-byte chunks of T: the GEMM K index is
 // tap * pad + channel, so a 16-byte load never straddles two taps. The packed weights carry zeros
@@ -41,7 +35,7 @@ inline int64_t conv_pad_channels(int64_t c, int64_t elem_size) {
 // channels-last with 16-byte aligned rows). `w` is the packed weight [K][R][S][cpad] (contiguous,
 // zero beyond C/G channels), cpad = conv_pad_channels(C/G, sizeof(T)).
 struct ConvFpropParams {
-  ConvShape s;
+  ConvGeom s;
   const void* x;
   Strides4 xs;
   const void* w;
@@ -59,7 +53,7 @@ struct ConvFpropParams {
 // dx = conv_transpose(g, w) with g = relu_mask(grad_output, out) (mask fused into the loads).
 // `w` is the packed weight [G][C/G][R][S][kpad], kpad = conv_pad_channels(K/G, sizeof(T)).
 struct ConvDgradParams {
-  ConvShape s;
+  ConvGeom s;
   const void* gy;
   Strides4 gys;
   const void* out;  // forward output for the ReLU mask, or null (no activation)
@@ -75,7 +69,7 @@ struct ConvDgradParams {
 // dw[k, c, r, s] (any strides) = sum over pixels of g[n, k, p, q] * x[n, c, p*sh-ph+r*dh, ...].
 // Needs a workspace of conv_wgrad_workspace_bytes<T>(p) bytes (16-byte aligned) in `ws`.
 struct ConvWgradParams {
-  ConvShape s;
+  ConvGeom s;
   const void* gy;
   Strides4 gys;
   const void* out;  // ReLU mask or null

@@ -29,14 +29,6 @@ namespace {
 
 bool is_1x1(const ConvGeom& g) { return g.R == 1 && g.S == 1 && g.ph == 0 && g.pw == 0; }
 
-ConvShape shape_of(const ConvGeom& g) {
-  ConvShape s;
-  s.N = g.N; s.C = g.C; s.H = g.H; s.W = g.W;
-  s.K = g.K; s.R = g.R; s.S = g.S; s.P = g.P; s.Q = g.Q; s.G = g.G;
-  s.sh = g.sh; s.sw = g.sw; s.ph = g.ph; s.pw = g.pw; s.dh = g.dh; s.dw = g.dw;
-  return s;
-}
-
 int64_t chunk_elems(const at::Tensor& t) { return 16 / static_cast<int64_t>(t.element_size()); }
 
 // The 16-byte path wants channels-last dense activations; see the file comment.
@@ -87,7 +79,7 @@ at::Tensor conv_forward_cuda(const at::Tensor& input, const at::Tensor& weight, 
   const at::Tensor r = residual.has_value() ? residual->contiguous(fmt) : at::Tensor();
 
   ConvFpropParams p{};
-  p.s = shape_of(g);
+  p.s = g;
   p.x = x.data_ptr();
   p.xs = strides4(x);
   p.w = wp.data_ptr();
@@ -159,7 +151,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_backward_cuda(
       at::Tensor wt = at::zeros({g.G, Cg, g.R, g.S, kpad}, weight.options());
       wt.narrow(4, 0, Kg).copy_(weight.reshape({g.G, Kg, Cg, g.R, g.S}).permute({0, 2, 3, 4, 1}));
       ConvDgradParams p{};
-      p.s = shape_of(g);
+      p.s = g;
       p.gy = gy.data_ptr();
       p.gys = gys;
       p.out = mask_ptr;
@@ -186,7 +178,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_backward_cuda(
     } else {
       const at::Tensor x = act_operand(input, Cg);
       ConvWgradParams p{};
-      p.s = shape_of(g);
+      p.s = g;
       p.gy = gy.data_ptr();
       p.gys = gys;
       p.out = mask_ptr;

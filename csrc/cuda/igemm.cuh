@@ -726,7 +726,7 @@ T* advance_ptr(void* p, int64_t elems) {
 
 template <typename T, bool k1x1>
 void run_fprop(const ConvFpropParams& p, bool tensor_core, cudaStream_t stream) {
-  const ConvShape& s = p.s;
+  const ConvGeom& s = p.s;
   const int64_t Cg = s.C / s.G, Kg = s.K / s.G;
   if (s.N == 0 || s.P * s.Q == 0) return;
   GemmParams gp{};
@@ -786,7 +786,7 @@ void run_fprop(const ConvFpropParams& p, bool tensor_core, cudaStream_t stream) 
 // kernel runs with Kgemm = 0 there and writes the zeros).
 template <typename T, bool k1x1>
 void run_dgrad(const ConvDgradParams& p, bool tensor_core, cudaStream_t stream) {
-  const ConvShape& s = p.s;
+  const ConvGeom& s = p.s;
   const int64_t Cg = s.C / s.G, Kg = s.K / s.G;
   if (s.N == 0 || s.H * s.W == 0) return;
   for (int64_t yph = 0; yph < s.sh; ++yph) {
@@ -1310,7 +1310,7 @@ struct WgradPlan {
 };
 
 template <typename T>
-WgradPlan plan_wgrad(const ConvShape& s, int64_t cpad, int64_t num_sms) {
+WgradPlan plan_wgrad(const ConvGeom& s, int64_t cpad, int64_t num_sms) {
   WgradPlan pl{};
   const int64_t Kg = s.K / s.G, Ng = s.R * s.S * cpad;
   if constexpr (sizeof(T) == 2) {
@@ -1374,7 +1374,7 @@ int64_t wgrad_workspace_bytes(const ConvWgradParams& p) {
 template <typename T, bool k1x1>
 void run_wgrad(const ConvWgradParams& p, cudaStream_t stream) {
   using A = typename Num<T>::acc_t;
-  const ConvShape& s = p.s;
+  const ConvGeom& s = p.s;
   const int64_t Cg = s.C / s.G, Kg = s.K / s.G;
   const int64_t cpad = conv_pad_channels(Cg, sizeof(T));
   const WgradPlan pl = plan_wgrad<T>(s, cpad, p.num_sms);

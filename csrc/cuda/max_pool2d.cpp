@@ -16,8 +16,7 @@ namespace {
 
 template <typename P>
 void fill_geometry(P& p, const PoolGeom& g, bool channels_last) {
-  p.N = g.N; p.C = g.C; p.H = g.H; p.W = g.W; p.P = g.P; p.Q = g.Q;
-  p.kh = g.kh; p.kw = g.kw; p.sh = g.sh; p.sw = g.sw; p.ph = g.ph; p.pw = g.pw; p.dh = g.dh; p.dw = g.dw;
+  p.g = g;
   p.channels_last = channels_last;
   p.num_sms = num_sms();
 }

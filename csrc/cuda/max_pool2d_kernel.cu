@@ -230,8 +230,8 @@ __global__ void __launch_bounds__(256) pool_bwd_nhwc(const T* __restrict__ gy, c
   }
 }
 
-template <typename I, typename G>
-PoolArgs<I> make_args(const G& g, int64_t total, int64_t cvn) {
+template <typename I>
+PoolArgs<I> make_args(const PoolGeom& g, int64_t total, int64_t cvn) {
   PoolArgs<I> a{};
   a.C = I(g.C);
   a.H = I(g.H);
@@ -270,21 +270,21 @@ void forward_typed(const MaxPool2dParams& p, cudaStream_t stream) {
   T* y = static_cast<T*>(p.y);
   constexpr int V = 16 / int(sizeof(T));
   if (!p.channels_last) {
-    const int64_t total = p.N * p.C * p.P * p.Q;
-    PoolArgs<I> a = make_args<I>(p, total, p.C);
-    a.d_a = Divider<I>::make(p.Q);
-    a.d_b = Divider<I>::make(p.P);
+    const int64_t total = p.g.N * p.g.C * p.g.P * p.g.Q;
+    PoolArgs<I> a = make_args<I>(p.g, total, p.g.C);
+    a.d_a = Divider<I>::make(p.g.Q);
+    a.d_b = Divider<I>::make(p.g.P);
     pool_fwd_nchw<T, I><<<grid_for(total, p.num_sms), 256, 0, stream>>>(x, y, p.idx, a);
     return;
   }
-  const bool vec = p.C % V == 0 && aligned16_host(p.x) && aligned16_host(p.y) &&
+  const bool vec = p.g.C % V == 0 && aligned16_host(p.x) && aligned16_host(p.y) &&
                    (p.idx == nullptr || aligned16_host(p.idx));
-  const int64_t cvn = vec ? p.C / V : p.C;
-  const int64_t total = p.N * p.P * p.Q * cvn;
-  PoolArgs<I> a = make_args<I>(p, total, cvn);
+  const int64_t cvn = vec ? p.g.C / V : p.g.C;
+  const int64_t total = p.g.N * p.g.P * p.g.Q * cvn;
+  PoolArgs<I> a = make_args<I>(p.g, total, cvn);
   a.d_a = Divider<I>::make(cvn);
-  a.d_b = Divider<I>::make(p.Q);
-  a.d_c = Divider<I>::make(p.P);
+  a.d_b = Divider<I>::make(p.g.Q);
+  a.d_c = Divider<I>::make(p.g.P);
   if (vec)
     pool_fwd_nhwc<T, I, V><<<grid_for(total, p.num_sms), 256, 0, stream>>>(x, y, p.idx, a);
   else
@@ -297,20 +297,20 @@ void backward_typed(const MaxPool2dBackwardParams& p, cudaStream_t stream) {
   T* gx = static_cast<T*>(p.gx);
   constexpr int V = 16 / int(sizeof(T));
   if (!p.channels_last) {
-    const int64_t total = p.N * p.C * p.H * p.W;
-    PoolArgs<I> a = make_args<I>(p, total, p.C);
-    a.d_a = Divider<I>::make(p.W);
-    a.d_b = Divider<I>::make(p.H);
+    const int64_t total = p.g.N * p.g.C * p.g.H * p.g.W;
+    PoolArgs<I> a = make_args<I>(p.g, total, p.g.C);
+    a.d_a = Divider<I>::make(p.g.W);
+    a.d_b = Divider<I>::make(p.g.H);
     pool_bwd_nchw<T, I><<<grid_for(total, p.num_sms), 256, 0, stream>>>(gy, p.idx, gx, a);
     return;
   }
-  const bool vec = p.C % V == 0 && aligned16_host(p.gy) && aligned16_host(p.gx) && aligned16_host(p.idx);
-  const int64_t cvn = vec ? p.C / V : p.C;
-  const int64_t total = p.N * p.H * p.W * cvn;
-  PoolArgs<I> a = make_args<I>(p, total, cvn);
+  const bool vec = p.g.C % V == 0 && aligned16_host(p.gy) && aligned16_host(p.gx) && aligned16_host(p.idx);
+  const int64_t cvn = vec ? p.g.C / V : p.g.C;
+  const int64_t total = p.g.N * p.g.H * p.g.W * cvn;
+  PoolArgs<I> a = make_args<I>(p.g, total, cvn);
   a.d_a = Divider<I>::make(cvn);
-  a.d_b = Divider<I>::make(p.W);
-  a.d_c = Divider<I>::make(p.H);
+  a.d_b = Divider<I>::make(p.g.W);
+  a.d_c = Divider<I>::make(p.g.H);
   if (vec)
     pool_bwd_nhwc<T, I, V><<<grid_for(total, p.num_sms), 256, 0, stream>>>(gy, p.idx, gx, a);
   else
@@ -321,7 +321,7 @@ void backward_typed(const MaxPool2dBackwardParams& p, cudaStream_t stream) {
 
 template <typename T>
 void launch_max_pool2d_forward(const MaxPool2dParams& p, cudaStream_t stream) {
-  const int64_t in = p.N * p.C * p.H * p.W, out = p.N * p.C * p.P * p.Q;
+  const int64_t in = p.g.N * p.g.C * p.g.H * p.g.W, out = p.g.N * p.g.C * p.g.P * p.g.Q;
   if (out == 0) return;
   if (narrow(in, out))
     forward_typed<T, int32_t>(p, stream);
@@ -331,7 +331,7 @@ void launch_max_pool2d_forward(const MaxPool2dParams& p, cudaStream_t stream) {
 
 template <typename T>
 void launch_max_pool2d_backward(const MaxPool2dBackwardParams& p, cudaStream_t stream) {
-  const int64_t in = p.N * p.C * p.H * p.W, out = p.N * p.C * p.P * p.Q;
+  const int64_t in = p.g.N * p.g.C * p.g.H * p.g.W, out = p.g.N * p.g.C * p.g.P * p.g.Q;
   if (in == 0) return;
   if (narrow(in, out))
     backward_typed<T, int32_t>(p, stream);

@@ -10,13 +10,13 @@
 #pragma once
 
 #include "cuda/common.cuh"
+#include "geometry.h"
 
 namespace fastcnn {
 namespace cuda {
 
 struct MaxPool2dParams {
-  int64_t N, C, H, W, P, Q;
-  int64_t kh, kw, sh, sw, ph, pw, dh, dw;
+  PoolGeom g;
   bool channels_last;
   const void* x;  // [N, C, H, W]
   void* y;        // [N, C, P, Q]
@@ -25,8 +25,7 @@ struct MaxPool2dParams {
 };
 
 struct MaxPool2dBackwardParams {
-  int64_t N, C, H, W, P, Q;
-  int64_t kh, kw, sh, sw, ph, pw, dh, dw;
+  PoolGeom g;
   bool channels_last;
   const void* gy;      // [N, C, P, Q]
   const int64_t* idx;  // [N, C, P, Q]
