@@ -18,11 +18,10 @@ from ._ops import ops
 __all__ = ["conv2d", "conv2d_relu", "conv1x1", "max_pool2d", "add_relu"]
 
 
-def _batched(op, t, name="input"):
-    _checks.tensor(t, name, op)
-    if t.dim() == 3:
-        return t.unsqueeze(0), True
-    return t, False
+def _groups(groups, op):
+    if isinstance(groups, bool) or not isinstance(groups, (int, torch.SymInt)):
+        raise ValueError(f"{op}: groups must be an int, got {groups!r}")
+    return groups
 
 
 def _same_padding(input, weight, dilation, stride, op):
@@ -49,7 +48,8 @@ def _conv_args(op, input, weight, stride, padding, dilation):
         elif padding == "same":
             _checks.tensor(weight, "weight", op)
             if weight.dim() != 4:
-                raise ValueError(f"{op}: weight must be 4-d, got shape {tuple(weight.shape)}")
+                raise ValueError(f"{op}: weight must be 4-d [C_out, C_in/groups, kH, kW], got shape "
+                                 f"{_checks.fmt(weight.shape)}")
             input, padding = _same_padding(input, weight, dilation, stride, op)
         else:
             raise ValueError(f"{op}: padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
@@ -65,14 +65,15 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     the activation, which is ``None`` or ``"relu"``.
     """
     op = "conv2d"
-    act = _checks.activation(activation, op)
-    input, unbatched = _batched(op, input)
-    if unbatched and residual is not None and residual.dim() == 3:
-        residual = residual.unsqueeze(0)
+    act = _checks.activation(activation, op, allow_none=True)
+    _checks.floating(input, "input", op)
     input, stride, padding, dilation = _conv_args(op, input, weight, stride, padding, dilation)
-    _checks.conv2d(op, input, weight, bias, residual, stride, padding, dilation, groups)
-    out = torch.ops.fastcnn.conv2d(input, weight, bias, residual, stride, padding, dilation, groups, act)
-    return out.squeeze(0) if unbatched else out
+    _checks.conv(op, input, weight, bias, residual, stride, padding, dilation, _groups(groups, op), batched=False)
+    if input.dim() == 3:  # unbatched, as torch.nn.functional.conv2d (checked with the caller's shapes)
+        res = residual.unsqueeze(0) if residual is not None else None
+        return torch.ops.fastcnn.conv2d(input.unsqueeze(0), weight, bias, res, stride, padding, dilation, groups,
+                                        act).squeeze(0)
+    return torch.ops.fastcnn.conv2d(input, weight, bias, residual, stride, padding, dilation, groups, act)
 
 
 def conv2d_relu(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -87,30 +88,30 @@ def conv1x1(input, weight, bias=None, stride=1, *, residual=None, activation="re
     ``stride`` subsamples the input (ResNet's downsampling shortcut).
     """
     op = "conv1x1"
-    act = _checks.activation(activation, op)
-    input, unbatched = _batched(op, input)
-    if unbatched and residual is not None and residual.dim() == 3:
-        residual = residual.unsqueeze(0)
-    _checks.tensor(weight, "weight", op)
+    act = _checks.activation(activation, op, allow_none=True)
+    stride = _checks.pair(stride, "stride", op)
+    _checks.conv(op, input, weight, bias, residual, stride, (0, 0), (1, 1), 1, one1x1=True, batched=False)
     if weight.dim() == 2:
         weight = weight.view(weight.shape[0], weight.shape[1], 1, 1)
-    _checks.conv1x1_weight(op, weight)
-    stride = _checks.pair(stride, "stride", op)
-    _checks.conv2d(op, input, weight, bias, residual, stride, (0, 0), (1, 1), 1)
-    out = torch.ops.fastcnn.conv1x1(input, weight, bias, residual, stride, act)
-    return out.squeeze(0) if unbatched else out
+    if input.dim() == 3:  # unbatched
+        res = residual.unsqueeze(0) if residual is not None else None
+        return torch.ops.fastcnn.conv1x1(input.unsqueeze(0), weight, bias, res, stride, act).squeeze(0)
+    return torch.ops.fastcnn.conv1x1(input, weight, bias, residual, stride, act)
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     """As ``torch.nn.functional.max_pool2d``: NaN propagates, ties go to the first maximum."""
     op = "max_pool2d"
-    input, unbatched = _batched(op, input)
+    _checks.tensor(input, "input", op)
     kernel_size = _checks.pair(kernel_size, "kernel_size", op)
     stride = kernel_size if (stride is None or (not isinstance(stride, int) and len(stride) == 0)) else \
         _checks.pair(stride, "stride", op)
     padding = _checks.pair(padding, "padding", op)
     dilation = _checks.pair(dilation, "dilation", op)
-    _checks.max_pool2d(op, input, kernel_size, stride, padding, dilation, bool(ceil_mode))
+    _checks.max_pool2d(op, input, kernel_size, stride, padding, dilation, bool(ceil_mode), batched=False)
+    unbatched = input.dim() == 3
+    if unbatched:
+        input = input.unsqueeze(0)
     # Indices are written only when returned or needed by the backward.
     with_indices = bool(return_indices) or (torch.is_grad_enabled() and input.requires_grad)
     out, idx = torch.ops.fastcnn.max_pool2d(input, kernel_size, stride, padding, dilation, bool(ceil_mode),

@@ -69,10 +69,10 @@ def backend_device(request):
 
 @pytest.fixture(autouse=True)
 def _poison_and_seed():
-    fastcnn._C._set_poison(True)
+    fastcnn._ops.set_poison(True)
     torch.manual_seed(1234)
     yield
-    fastcnn._C._set_poison(False)
+    fastcnn._ops.set_poison(False)
 
 
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
