@@ -1,11 +1,11 @@
 // fastcnn::conv2d on CUDA: act(conv2d(input, weight) + bias + residual), forward and backward.
-// Routing and argument checks here; layouts, packing and launches in conv_launch.cpp; kernels in
+// Routing and argument checks here; layouts, packing and launches in conv_engine.cpp; kernels in
 // conv2d_kernel.cu / conv1x1_kernel.cu (a 1x1 kernel without padding takes the 1x1 GEMM kernels).
 #include <torch/library.h>
 
 #include "backend.h"
 #include "checks.h"
-#include "cuda/conv_launch.h"
+#include "cuda/conv_engine.h"
 
 namespace fastcnn {
 namespace cuda {
