@@ -8,7 +8,7 @@
 #include "backend.h"
 #include "checks.h"
 #include "cuda/add_relu_kernel.cuh"
-#include "cuda/launch_utils.h"
+#include "cuda/aten_utils.h"
 
 namespace fastcnn {
 namespace cuda {

@@ -5,7 +5,7 @@
 
 #include "backend.h"
 #include "checks.h"
-#include "cuda/conv_launch.h"
+#include "cuda/conv_engine.h"
 
 namespace fastcnn {
 namespace cuda {

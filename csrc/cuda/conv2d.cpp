@@ -1,12 +1,12 @@
 // fastcnn::_cuda_conv2d (and, built with FASTCNN_SIMT, _cudasim_conv2d): act(conv2d(input, weight) +
 // bias + residual), forward and backward. Arguments arrive validated (ops.cpp); layouts, packing and
-// launches in conv_launch.cpp; kernels in conv2d_kernel.cu / conv1x1_kernel.cu (a 1x1 kernel without
+// launches in conv_engine.cpp; kernels in conv2d_kernel.cu / conv1x1_kernel.cu (a 1x1 kernel without
 // padding takes the 1x1 GEMM kernels).
 #include <torch/library.h>
 
 #include "backend.h"
 #include "checks.h"
-#include "cuda/conv_launch.h"
+#include "cuda/conv_engine.h"
 
 namespace fastcnn {
 namespace cuda {

@@ -8,7 +8,7 @@
 
 #include "backend.h"
 #include "checks.h"
-#include "cuda/launch_utils.h"
+#include "cuda/aten_utils.h"
 #include "cuda/max_pool2d_kernel.cuh"
 
 namespace fastcnn {
