@@ -42,11 +42,12 @@ def is_first(layer: Layer) -> bool:
 
 
 def make_inputs(layer: Layer, batch: int, dtype, layout: str, device: str, grad: bool, seed: int = 0):
-    g = torch.Generator(device="cpu").manual_seed(seed)
+    # drawn on the device: a ResNet-50 batch-256 activation is 200M values, seconds of CPU randn each
+    g = torch.Generator(device=device).manual_seed(seed)
     fmt = torch.channels_last if layout == "nhwc" else torch.contiguous_format
 
     def rnd(*shape, scale=1.0, fmt_=None):
-        t = (torch.randn(*shape, generator=g) * scale).to(device=device, dtype=dtype)
+        t = (torch.randn(*shape, generator=g, device=device) * scale).to(dtype=dtype)
         return t.contiguous(memory_format=fmt_) if fmt_ is not None else t
 
     t = {"x": rnd(batch, layer.C, layer.H, layer.W, fmt_=fmt)}
@@ -107,10 +108,11 @@ def provider_fn(provider: str, layer: Layer, t):
     return fastcnn_fn(layer, t), (lambda: fastcnn.backend(backend))
 
 
-def bench_case(layer, provider, mode, dtype_name, layout, batch, device, quick=False):
+def bench_case(layer, provider, mode, dtype_name, layout, batch, device, quick=False, inputs=None):
+    """One timed case; ``inputs`` (make_inputs' dict, ``fwd`` mode only) lets providers share one draw."""
     dtype = DTYPES[dtype_name]
     grad = mode != "fwd"
-    t = make_inputs(layer, batch, dtype, layout, device, grad)
+    t = inputs if inputs is not None and not grad else make_inputs(layer, batch, dtype, layout, device, grad)
     fn, ctx = provider_fn(provider, layer, t)
     leaves = [v for v in t.values() if v is not None and v.requires_grad]
     with ctx():
