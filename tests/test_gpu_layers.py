@@ -9,8 +9,9 @@ the sm90 rule accepts are asked for, since under force a rejected pass raises). 
 fp32 (TF32 off) and tf32 (TF32 on, convs only); layouts NCHW and NHWC. Convs carry a bias (BN folded,
 as in inference), the layer's residual and its ReLU.
 
-``FASTCNN_GPU_LAYERS_CPU=1`` adds the C++ CPU backend as a target (fp32; not marked cuda), so this
-module's own logic runs without a GPU: tools/gpu_run.py's dry run runs it at LeNet-5's shapes.
+``FASTCNN_GPU_LAYERS_CPU=1`` adds the C++ CPU backend (and cuda-sim, the CUDA kernels emulated on the
+CPU, where fastcnn._C_cudasim is built) as targets (fp32; not marked cuda), so this module's own logic
+runs without a GPU: tools/gpu_run.py's dry run runs it at LeNet-5's shapes.
 """
 
 from __future__ import annotations
@@ -56,19 +57,33 @@ def _hopper() -> bool:
     return torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
 
 
-def _targets():
+def _variants():
+    """(backend, FASTCNN_SM90 mode, device, dtype, layout) params. Under pytest-xdist each one is its
+    own xdist_group (tools/gpu_run.py runs --dist loadgroup): one worker compiles a Triton variant
+    (dtype x layout) once, instead of every worker compiling it at the same time."""
     avail = fastcnn.available_backends()
-    out = [pytest.param(("cuda", "off", "cuda"), id="cuda", marks=[
-               pytest.mark.cuda, pytest.mark.skipif("cuda" not in avail, reason="fastcnn built without CUDA")]),
-           pytest.param(("triton", None, "cuda"), id="triton", marks=[
-               pytest.mark.cuda, pytest.mark.skipif("triton" not in avail, reason="triton backend unavailable")])]
     sm90_why = ("fastcnn.sm90 is not in this tree" if SM90 is None else
                 "needs compute capability 9.0" if not _hopper() else
                 None if SM90.available() else f"fastcnn._C_sm90 not registered: {SM90.load_error()}")
-    out.append(pytest.param(("cuda", "force", "cuda"), id="sm90", marks=[
-        pytest.mark.cuda, pytest.mark.skipif(sm90_why is not None, reason=str(sm90_why))]))
+    targets = [("cuda", "off", "cuda", [pytest.mark.cuda, pytest.mark.skipif(
+                   "cuda" not in avail, reason="fastcnn built without CUDA")]),
+               ("triton", None, "cuda", [pytest.mark.cuda, pytest.mark.skipif(
+                   "triton" not in avail, reason="triton backend unavailable")]),
+               ("sm90", "force", "cuda", [pytest.mark.cuda, pytest.mark.skipif(sm90_why is not None,
+                                                                               reason=str(sm90_why))])]
     if CPU_TARGET:
-        out.append(pytest.param(("cpu", None, "cpu"), id="cpu"))
+        targets.append(("cpu", None, "cpu", []))
+        if "cuda-sim" in avail:  # the CUDA kernels emulated on the CPU (fastcnn._C_cudasim), where built
+            targets.append(("cuda-sim", None, "cpu", []))
+    grouped = importlib.util.find_spec("xdist") is not None  # the mark is xdist's (registered by it)
+    out = []
+    for label, mode, device, marks in targets:
+        backend = {"sm90": "cuda"}.get(label, label)
+        for dtype in DTYPES:
+            for layout in LAYOUTS:
+                vid = f"{label}-{dtype}-{layout}"
+                group = [pytest.mark.xdist_group(vid)] if grouped else []
+                out.append(pytest.param((backend, mode, device, dtype, layout), id=vid, marks=marks + group))
     return out
 
 
@@ -129,14 +144,12 @@ def check_conv(layer, backend, sm90_mode, device, dtype_name, layout):
         assert_close(g, g_ref, dtype, what=f"grad {k}", tol=tol)
 
 
-@pytest.mark.parametrize("layout", list(LAYOUTS))
-@pytest.mark.parametrize("dtype_name", list(DTYPES))
-@pytest.mark.parametrize("target", _targets())
+@pytest.mark.parametrize("variant", _variants())
 @pytest.mark.parametrize("layer", _layers())
-def test_layer(layer, target, dtype_name, layout):
-    backend, sm90_mode, device = target
+def test_layer(layer, variant):
+    backend, sm90_mode, device, dtype_name, layout = variant
     if device == "cpu" and dtype_name != "fp32":
-        pytest.skip("CPU target: fp32 (it checks this module's logic; the CPU suites test the other dtypes)")
+        pytest.skip("CPU targets: fp32 (they check this module's logic; the CPU suites test the other dtypes)")
     if layer.op in ("max_pool2d", "add_relu"):
         if sm90_mode == "force":
             pytest.skip("the Hopper path is for convolutions")

@@ -173,14 +173,14 @@ def target_context(t: Target, dtype_name: str):
         yield
 
 
-def sm90_passes(op, cfg, x, w, b, r):
+def sm90_passes(op, cfg, x, w, b, r, tf32_on):
     """The passes fastcnn.sm90's rule sends to the Hopper kernels for this call (force mode, this GPU)."""
     sm90 = sm90_module()
     if op == "conv1x1":
         stride, padding, dilation, groups = cfg[5], 0, 1, 1
     else:
         stride, padding, dilation, groups = cfg[7], cfg[8], cfg[9], cfg[10]
-    paths = sm90.conv_path(x, w, b, r, stride, padding, dilation, groups, mode_name="force")
+    paths = sm90.conv_path(x, w, b, r, stride, padding, dilation, groups, mode_name="force", tf32=tf32_on)
     return {p for p, (path, _) in paths.items() if path.startswith("sm90")}, paths
 
 
@@ -221,9 +221,9 @@ def run_case(op, cfg, target: Target, dtype_name: str, layout: str, seed: int) -
         inputs = {"input": x, "weight": w, "bias": b, "residual": r}
         want = set(inputs)
         if target.sm90_mode == "force":
-            passes, paths = sm90_passes(op, cfg, x, w, b, r)
+            passes, paths = sm90_passes(op, cfg, x, w, b, r, dtype_name == "tf32")
             row["sm90"] = {p: v[0] for p, v in paths.items()}
-            if "fprop" not in passes:
+            if "fprop" not in passes:  # counted as skipped, with the rule's reason
                 row.update(ok=True, skipped=f"fprop not on the sm90 path: {paths['fprop'][1]}")
                 return row
             want = {"residual"} | ({"input"} if "dgrad" in passes else set()) | (

@@ -122,15 +122,21 @@ def pytest_counts(rows):
     return p, f, s
 
 
+def case_counts(rows):
+    """passed, failed, skipped of smoke/sweep rows (a case the sm90 rule declines is skipped)."""
+    s = sum(bool(r.get("skipped")) for r in rows)
+    p = sum(bool(r.get("ok")) and not r.get("skipped") for r in rows)
+    return p, len(rows) - p - s, s
+
+
 def make_record(state) -> dict:
     steps = state.get("steps", {})
     passed = failed = skipped = 0
     scope = []
     smoke = read_jsonl(os.path.join(state["_dir"], "smoke.jsonl"))
     if smoke or "smoke" in steps:
-        ok = sum(bool(r.get("ok")) for r in smoke)
-        passed += ok
-        failed += len(smoke) - ok
+        p, f, s = case_counts(smoke)
+        passed, failed, skipped = passed + p, failed + f, skipped + s
         scope.append(f"smoke {len(smoke)} checks ({', '.join(sorted({r.get('target', '?') for r in smoke})) or '-'})")
     rows = read_jsonl(os.path.join(state["_dir"], "pytest.jsonl"))
     if rows or "tests" in steps:
@@ -140,9 +146,8 @@ def make_record(state) -> dict:
     san = state.get("sanitizer", {})
     for tool, res in san.items():
         cases = read_jsonl(os.path.join(state["_dir"], f"sweep_{tool}.jsonl"))
-        ok = sum(bool(c.get("ok")) for c in cases)
-        passed += ok
-        failed += len(cases) - ok
+        p, f, s = case_counts(cases)
+        passed, failed, skipped = passed + p, failed + f, skipped + s
         scope.append(f"{tool} kernel sweep {len(cases)} cases" + ("" if res.get("sanitizer") else " (no sanitizer)"))
     for name in ("smoke", "tests", "sanitizer"):
         st = steps.get(name, {}).get("status")
