@@ -173,6 +173,7 @@ def test_check_out_finds_problems(tmp_path):
     ("========= COMPUTE-SANITIZER\n========= ERROR SUMMARY: 0 errors\n", 0),
     ("========= Invalid __global__ write of size 4 bytes\n========= ERROR SUMMARY: 3 errors\n", 3),
     ("========= RACECHECK SUMMARY: 2 hazards displayed (1 error, 1 warning)\n", 1),
+    ("========= RACECHECK SUMMARY: 2 hazards displayed (1 error, 1 warning)\n========= ERROR SUMMARY: 1 error\n", 1),
     ("Traceback (most recent call last):\nRuntimeError: no device\n", None),
 ])
 def test_sanitizer_errors_in(tmp_path, text, want):
@@ -180,6 +181,8 @@ def test_sanitizer_errors_in(tmp_path, text, want):
     log.write_text(text)
     assert gpu_run.sanitizer_errors_in(str(log)) == want
     assert gpu_run.sanitizer_errors_in(str(tmp_path / "missing.log")) is None
+    if "RACECHECK" in text:  # a planted race counts as found when shown as a warning too
+        assert gpu_run.sanitizer_errors_in(str(log), hazards=True) == 2
 
 
 def test_pytest_log_plugin(tmp_path):

@@ -333,8 +333,8 @@ def _plan(cases, rounds, tgts):
                     continue  # the Hopper path is for convolutions only
                 if t.label == "triton-interp" and op not in INTERP_OPS:
                     continue
-                if t.device == "cpu" and dtype == "tf32":
-                    continue
+                if dtype == "tf32" and (t.device == "cpu" or op in ("max_pool2d", "add_relu")):
+                    continue  # tf32 is a matrix-unit mode of the GPU's convs
                 yield op, cfg, t, dtype, layout
 
 
@@ -342,6 +342,26 @@ def _poison_on():
     import fastcnn
 
     fastcnn._ops.set_poison(True)
+
+
+def missing_targets() -> list[dict]:
+    """On a GPU: a failed row for each target the window must exercise but cannot (a build without
+    CUDA, Triton not importing, fastcnn.sm90 present but its kernels not registered)."""
+    if not torch.cuda.is_available():
+        return []
+    import fastcnn
+
+    have = {t.label for t in targets()}
+    rows = []
+    for label in ("cuda", "triton"):
+        if label not in have:
+            why = fastcnn._backend._why_not(label) if label in fastcnn._backend._names() else "unknown backend"
+            rows.append({"what": f"{label} backend", "target": label, "ok": False, "error": f"not available: {why}"})
+    sm90 = sm90_module()
+    if sm90 is not None and "sm90" not in have:
+        rows.append({"what": "sm90 path", "target": "sm90", "ok": False,
+                     "error": f"fastcnn._C_sm90 not registered: {sm90.load_error()}"})
+    return rows
 
 
 def cmd_smoke(out):
@@ -353,6 +373,10 @@ def cmd_smoke(out):
     gpu = torch.cuda.is_available()
     rounds = [("bf16", "nhwc")] if gpu else [("fp32", "nhwc")]
     failed = 0
+    for row in missing_targets():
+        write_line(out, row)
+        failed += 1
+        print(f"{row['what']:22s} FAIL {row['error']}", flush=True)
     for op, cfg, t, dtype, layout in _plan(SMOKE, rounds, targets()):
         row = run_case(op, cfg, t, dtype, layout, _seed())
         row["what"] = f"{op}/{t.label}"

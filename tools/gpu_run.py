@@ -40,6 +40,14 @@ that earlier steps or its own finished cases wrote.
 | bench_compile |  90 s | torch.compile of ResNet-50 inference (max-autotune only if it fits its budget)|
 | report        |  20 s | validation.jsonl, gpu_table.csv, summary.md, logs.tar.gz (always runs)        |
 
+Build, decided from compile times measured on the CPU machine (nvcc 13.0, one core, CPU seconds):
+the sm90 CUTLASS TUs 45-60 s and 3.5 GB each (7 TUs), csrc/cuda/conv2d_kernel.cu 43 s and
+conv1x1_kernel.cu 50 s for sm_90a only (0.4 GB), the pool/add kernels 4-6 s, the C++ TUs against torch's
+headers 12-31 s (1.6 GB). With 16 jobs the longest TU bounds each extension: ~55 s for fastcnn._C,
+~60 s for fastcnn._C_sm90 (setuptools builds extensions one after the other), ~2-2.5 min with pip's
+overhead: inside the 200 s budget, so everything is compiled there and nothing is carried but the
+CUTLASS headers (precompiled sm90 objects would need setup.py to link prebuilt objects; not needed).
+
 What it relies on about the GPU machine (KINDS.md, nvidia-h200, Firecracker runtime): x86-64, root,
 ``python3`` = /opt/torch/.venv/bin/python3 (Python 3.12) with torch 2.11+cu130, Triton 3.6, pytest,
 pytest-xdist, pytest-timeout, hypothesis, numpy, matplotlib; nvcc 13.0 and compute-sanitizer on PATH
@@ -152,7 +160,8 @@ class Ctx:
             if st.get("status") == "running":  # the last command was killed while this step ran
                 st.update(status="timeout", note="interrupted: the command ended (device tool limit) while it ran")
         self.state["dry_run"] = dry
-        self.state["git_sha"] = git_sha or self.state.get("git_sha") or find_git_sha()
+        sha = git_sha or find_git_sha()
+        self.state["git_sha"] = sha if sha != "unknown" else self.state.get("git_sha", sha)
         self.state["parts"].append({"part": part, "started": now_iso(), "budget_s": budget, "fresh_state": fresh})
         self.save()
 
@@ -260,7 +269,7 @@ def _kill_group(p):
             continue
 
 
-def which(name, extra=("/usr/local/cuda/bin",)):
+def which(name, extra=("/usr/local/cuda/bin", "/usr/local/cuda/compute-sanitizer")):
     found = shutil.which(name)
     if found:
         return found
@@ -354,7 +363,7 @@ def sanitizer_selftest(ctx, end, log):
         for mode in ("clean", planted):
             rlog = ctx.f("logs", f"probe_{tool}_{mode}.log")
             rc, secs = sh([san, "--tool", tool, exe, mode], rlog, timeout=max(5, min(30, end - time.monotonic())))
-            n = sanitizer_errors_in(rlog)
+            n = sanitizer_errors_in(rlog, hazards=mode != "clean")
             res["runs"][f"{tool}_{mode}"] = {"rc": rc, "errors": n, "seconds": round(secs, 1)}
             if n is None:
                 res["errors"] += 1
@@ -370,18 +379,23 @@ def sanitizer_selftest(ctx, end, log):
 
 
 SUMMARY_RE = re.compile(r"ERROR SUMMARY: (\d+) error")
-RACE_RE = re.compile(r"RACECHECK SUMMARY: \d+ hazards? displayed \((\d+) errors?")
+RACE_RE = re.compile(r"RACECHECK SUMMARY: (\d+) hazards? displayed \((\d+) errors?")
 
 
-def sanitizer_errors_in(log):
-    """Errors compute-sanitizer reported in log, or None when it printed no summary (it did not finish)."""
+def sanitizer_errors_in(log, hazards=False):
+    """Errors compute-sanitizer reported in log (ERROR SUMMARY, else racecheck's RACECHECK SUMMARY), or
+    None when it printed no summary (it did not finish). hazards=True: every racecheck hazard shown
+    counts, warnings too (a planted race must be found, whatever severity racecheck gives it)."""
     try:
         text = open(log, errors="replace").read()
     except OSError:
         return None
+    race = [(int(h), int(e)) for h, e in RACE_RE.findall(text)]
+    if hazards and race:
+        return sum(h for h, _ in race)
     found = [int(n) for n in SUMMARY_RE.findall(text)]
     if not found:
-        found = [int(n) for n in RACE_RE.findall(text)]
+        found = [e for _, e in race]
     return sum(found) if found else None
 
 
@@ -728,6 +742,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="the same steps on the CPU, tiny sizes")
     ap.add_argument("--budget", type=float, default=None, help="seconds for this part (default: part1 "
                     f"{PART_BUDGET[1]}, part2 {PART_BUDGET[2]}, dry run {DRY_BUDGET}); steps that do not fit wait")
+    ap.add_argument("--fresh", action="store_true", help="part1: forget the state of an earlier run on this "
+                    "machine (default: continue it; steps done are not rerun)")
     ap.add_argument("--steps", default=None, help=f"only these steps, comma-separated ({','.join(STEP)})")
     ap.add_argument("--check", nargs="?", const="", default=None, metavar="DIR",
                     help="verify the files in DIR (with --dry-run: the dry run's --out after it ran)")
@@ -755,6 +771,12 @@ def main(argv=None) -> int:
         say(f"[gpu_run] dry run: {time.monotonic() - t0:.0f} s" + (f"; check: {problems or 'OK'}" if a.check is not None else ""))
         return 1 if problems else (0 if a.check is not None else rc)
     state = os.path.abspath(a.state or STATE_DEFAULT)
+    if a.fresh and a.what == "part1" and os.path.isdir(state):
+        keep = os.path.join(state, "site")  # the installed wheels and the Triton cache stay
+        for name in os.listdir(state):
+            if os.path.join(state, name) not in (keep, os.path.join(state, "triton-cache")):
+                p = os.path.join(state, name)
+                shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
     if a.what == "report":
         report(state, a.out)
         return 0
