@@ -148,7 +148,48 @@ const c10::OperatorHandle& implementation(int index, const char* stem) {
 
 bool poison_outputs() { return g_poison; }
 void set_poison_outputs(bool on) { g_poison = on; }
-bool* poison_flag() { return &g_poison; }
+
+namespace {
+thread_local std::vector<TraceRecord>* t_trace = nullptr;
+}
+
+bool trace_enabled() { return t_trace != nullptr; }
+
+void trace_open(const char* stem, int backend, const c10::Device& device) {
+  if (t_trace == nullptr) return;
+  TraceRecord r;
+  r.op = stem;
+  {
+    std::lock_guard<std::mutex> lock(g_mu);
+    r.backend = table().at(backend).name;
+  }
+  r.device = device.str();
+  t_trace->push_back(std::move(r));
+}
+
+void trace_note(const std::string& key, const std::string& value) {
+  if (t_trace == nullptr || t_trace->empty()) return;
+  t_trace->back().notes.emplace_back(key, value);
+}
+
+void trace_begin() {
+  delete t_trace;
+  t_trace = new std::vector<TraceRecord>();
+}
+
+std::vector<TraceRecord> trace_end() {
+  std::vector<TraceRecord> out;
+  if (t_trace != nullptr) out = std::move(*t_trace);
+  delete t_trace;
+  t_trace = nullptr;
+  return out;
+}
+
+const Services* services() {
+  static const Services s{&g_poison, &trace_enabled,
+                          [](const char* k, const char* v) { trace_note(std::string(k), std::string(v)); }};
+  return &s;
+}
 
 void poison(const at::Tensor& t) {
   if (!poison_outputs() || t.numel() == 0) return;

@@ -66,20 +66,43 @@ int resolve_backend(const char* stem, const c10::Device& device);
 // The implementation op of `stem` for backend `index` (cached handle).
 const c10::OperatorHandle& implementation(int index, const char* stem);
 
+// "What ran" (fastcnn.explain): while a trace is open on this thread, the router opens one record
+// per routed call (op, backend, device) and the kernels add notes to the newest record (path,
+// tile, config, why). Off by default: one thread-local pointer test per call.
+struct TraceRecord {
+  std::string op, backend, device;
+  std::vector<std::pair<std::string, std::string>> notes;
+};
+bool trace_enabled();
+void trace_begin();                    // open a trace on this thread (drops an unclosed one)
+std::vector<TraceRecord> trace_end();  // close it and return its records
+void trace_open(const char* stem, int backend, const c10::Device& device);
+void trace_note(const std::string& key, const std::string& value);
+
 // Forward one validated call to the implementation chosen for it; Sig is the op's kernel signature.
 template <typename Sig, typename... Args>
 decltype(auto) route(const char* stem, const c10::Device& device, Args&&... args) {
-  return implementation(resolve_backend(stem, device), stem).typed<Sig>().call(std::forward<Args>(args)...);
+  const int b = resolve_backend(stem, device);
+  if (trace_enabled()) trace_open(stem, b, device);
+  return implementation(b, stem).typed<Sig>().call(std::forward<Args>(args)...);
 }
 
-// Output allocation. With poisoning on (tests: fastcnn.testing.set_poison(True)) every output is
+// Output allocation. With poisoning on (tests: fastcnn._ops.set_poison(True)) every output is
 // filled with NaN (integers: -1) before the kernel runs, so an element a kernel forgets to write
-// fails the comparison instead of passing by luck. The flag lives in _C; poison_flag() is its
-// address, which the cuda-sim module binds at import so both modules see one switch.
+// fails the comparison instead of passing by luck.
 bool poison_outputs();
 void set_poison_outputs(bool on);
-bool* poison_flag();
 at::Tensor new_output(at::IntArrayRef sizes, const at::TensorOptions& opts);
 void poison(const at::Tensor& t);
+
+// What the other fastcnn extension modules (the cuda-sim build of the CUDA launchers, the sm90
+// module) use of _C, as one table of pointers they bind at import (_C._services_address()), so
+// that there is one poison switch and one trace whichever module a kernel lives in.
+struct Services {
+  const bool* poison;
+  bool (*trace_enabled)();
+  void (*trace_note)(const char* key, const char* value);
+};
+const Services* services();
 
 }  // namespace fastcnn

@@ -101,8 +101,19 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("_set_poison", [](bool on) { fastcnn::set_poison_outputs(on); },
         "Fill every op output with NaN (-1 for indices) before the kernel writes it (for tests)");
   m.def("_poison_enabled", []() { return fastcnn::poison_outputs(); });
-  m.def("_poison_flag_address", []() { return reinterpret_cast<uintptr_t>(fastcnn::poison_flag()); },
-        "Address of the poison flag (bound by other fastcnn extension modules at import)");
+  m.def("_services_address", []() { return reinterpret_cast<uintptr_t>(fastcnn::services()); },
+        "Address of fastcnn::Services (backend.h), bound by the other fastcnn extension modules at import");
+  m.def("_trace_begin", &fastcnn::trace_begin, "Open a 'what ran' trace on this thread");
+  m.def("_trace_end", []() {
+    py::list out;
+    for (const auto& r : fastcnn::trace_end()) {
+      py::list notes;
+      for (const auto& n : r.notes) notes.append(py::make_tuple(n.first, n.second));
+      out.append(py::dict(py::arg("op") = r.op, py::arg("backend") = r.backend, py::arg("device") = r.device,
+                          py::arg("notes") = notes));
+    }
+    return out;
+  }, "Close this thread's trace: one dict per routed call (op, backend, device, notes)");
   m.attr("op_stems") = [] {
     std::vector<std::string> v(std::begin(fastcnn::kOpStems), std::end(fastcnn::kOpStems));
     return v;

@@ -17,12 +17,12 @@ except ImportError as exc:  # pragma: no cover - a broken or missing build
 
 from . import _ops  # noqa: F401  (fake kernels, autograd, the Triton backend)
 from . import functional
-from ._backend import available_backends, backend, get_backend, resolve, set_backend, _init_from_env
+from ._backend import Dispatch, available_backends, backend, explain, get_backend, resolve, set_backend, _init_from_env
 from . import nn, models  # noqa: E402  (drop-in modules; networks with torchvision's names)
 from .fuse import fuse, FuseReport  # noqa: E402  (ordinary model -> fastcnn layers)
 
 __all__ = ["functional", "nn", "models", "fuse", "FuseReport", "backend", "set_backend", "get_backend",
-           "available_backends", "resolve"]
+           "available_backends", "resolve", "explain", "Dispatch"]
 __version__ = "0.1.0"
 
 _init_from_env()

@@ -10,11 +10,13 @@ and applied per call from the inputs' device; a backend that cannot run a call's
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 
 import torch
 
 from . import _C, _ops
+from .kernels import _common
 
 _FRAGMENTS = []  # torch.library fragments of backends added at run time (kept alive)
 
@@ -61,6 +63,46 @@ def resolve(stem: str, device) -> str:
     """The backend that runs op ``stem`` (e.g. ``"conv2d"``, ``"conv2d_backward"``) on ``device`` now,
     with ``auto`` resolved; ``ValueError`` when none can."""
     return _C._resolve(stem, str(torch.device(device)))
+
+
+@dataclasses.dataclass
+class Dispatch:
+    """One routed op call: the op stem, the backend that ran it, the device, and what the kernel
+    chose (kernel, path, tile or config, and why) as it reported it."""
+
+    op: str
+    backend: str
+    device: str
+    notes: dict
+
+    def __str__(self) -> str:
+        extra = "".join(f"; {k}: {v}" for k, v in self.notes.items())
+        return f"{self.op} on {self.device} -> {self.backend}{extra}"
+
+
+def explain(fn, *args, **kwargs):
+    """Run ``fn(*args, **kwargs)`` and return ``(result, [Dispatch, ...])``: one record per fastcnn
+    op call it made on this thread (backward ops included when ``fn`` runs a backward), read from
+    the router's table and the kernels' own choices.
+
+    >>> out, ran = fastcnn.explain(FF.conv2d, x, w, padding=1)
+    >>> print(*ran, sep="\n")
+    conv2d on cpu -> cpu; kernel: im2col panels + GEMM; layout: NHWC; compute: Float
+    """
+    _C._trace_begin()
+    _common.trace(True)
+    try:
+        result = fn(*args, **kwargs)
+    finally:
+        records = _C._trace_end()
+        triton_notes = iter(_common.trace(False) or [])
+    out = []
+    for r in records:
+        notes = dict(r["notes"])
+        if r["backend"] == "triton":  # the Triton launchers note in Python, in call order
+            notes.update(next(triton_notes, {}))
+        out.append(Dispatch(r["op"], r["backend"], r["device"], notes))
+    return result, out
 
 
 @contextlib.contextmanager

@@ -223,6 +223,22 @@ torch.library.register_autograd("fastcnn::max_pool2d", _max_pool2d_backward, set
 torch.library.register_autograd("fastcnn::add_relu", _add_relu_backward, setup_context=_add_relu_setup_context)
 
 
+def _no_double_backward(stem):
+    def backward(ctx, *grads):
+        raise RuntimeError(f"fastcnn {stem[:-len('_backward')]}: double backward is not supported (the gradient of "
+                           f"fastcnn::_{stem}, reached through create_graph=True); compute higher-order "
+                           "derivatives with the torch.nn.functional ops")
+    return backward
+
+
+# The backward ops record a node under create_graph=True so that differentiating the gradients
+# again fails with this message rather than with autograd's generic "does not require grad".
+for _stem in STEMS:
+    if _stem.endswith("_backward"):
+        torch.library.register_autograd(public_op(_stem), _no_double_backward(_stem),
+                                        setup_context=lambda ctx, inputs, output: None)
+
+
 # ------------------------------------------------------------------------------------------------
 # the Triton backend
 # ------------------------------------------------------------------------------------------------

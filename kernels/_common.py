@@ -4,6 +4,7 @@ kernels/ is a leaf: it imports nothing from ``fastcnn``, and this module does no
 (fastcnn._checks and fastcnn._ops use it in installations without Triton). It holds:
 * the conv/pool output-size formulas (the one Python definition; C++: csrc/geometry.h);
 * the memory format of a conv output (as csrc/checks.h conv_memory_format);
+* the launchers' notes for ``fastcnn.explain`` (``note``);
 * output allocation with the test poison switch (as csrc/backend.cpp new_output): with poisoning on
   every output is filled with NaN (integers: -1) before a kernel writes it, so an element a kernel
   forgets to write fails. ``fastcnn.testing.set_poison`` sets this flag and the C++ one together.
@@ -15,6 +16,20 @@ import torch
 from torch._prims_common import suggest_memory_format
 
 _POISON = False
+_NOTES: list | None = None  # open while fastcnn.explain traces: one dict per Triton launcher call
+
+
+def trace(on: bool) -> list | None:
+    """Start (on=True) or stop collecting the launchers' notes; stopping returns them."""
+    global _NOTES
+    out, _NOTES = _NOTES, ([] if on else None)
+    return out
+
+
+def note(**kv) -> None:
+    """What a launcher chose (kernel, config, why), for fastcnn.explain; free when not tracing."""
+    if _NOTES is not None:
+        _NOTES.append(kv)
 
 
 def set_poison(on: bool) -> None:

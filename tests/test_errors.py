@@ -339,7 +339,8 @@ def _other_matrix():
         "add-bf16-f16": add(lambda d: _t(3, dtype=torch.bfloat16, device=d), lambda d: _t(3, dtype=torch.float16,
                                                                                           device=d),
                             words=["other", "float16", "bfloat16"]),
-        "add-scalar": add(lambda d: _t(3, device=d), lambda d: 1.0, words=["other", "Tensor", "float"]),
+        # a Python number is a convenience of the Python API (tests/test_usability.py); other objects are not
+        "add-string": add(lambda d: _t(3, device=d), lambda d: "1.0", words=["other", "Tensor", "str"]),
         "add-none": add(lambda d: None, lambda d: _t(3, device=d), words=["input", "Tensor", "NoneType"]),
         "add-meta": add(lambda d: _t(3, device=d), lambda d: _t(3, device="meta"), words=["other", "meta"]),
     }
