@@ -39,7 +39,7 @@ from fastcnn.bench import bench_models, bench_ops, common, shapes, suite  # noqa
 GPU = torch.cuda.is_available()
 DEVICE = "cuda" if GPU else "cpu"
 DRY = os.environ.get("FASTCNN_GPU_RUN_DRY") == "1"
-EXTRA = ["table_line", "path", "op", "bytes", "images_per_s", "cuda_graphs", "peak_mem_mb", "compile_s",
+EXTRA = ["table_line", "path", "ran", "op", "bytes", "images_per_s", "cuda_graphs", "peak_mem_mb", "compile_s",
          "peak_tflops", "peak_gbps", "peak_matmul", "frac_peak_flops", "frac_peak_bw"]
 MAX_AUTOTUNE_NEEDS_S = 600  # max-autotune of ResNet-50: minutes of Triton template autotuning (bench_models)
 
@@ -175,6 +175,25 @@ def conv_paths(layer, batch, t, mode):
                           layer.groups, mode_name=mode)
 
 
+def ran(fn) -> str:
+    """What fastcnn.explain saw one call of fn run: per (op, backend, kernel note) the number of calls,
+    e.g. "conv2d->cuda[kernel: igemm 128x128] x1"; '' where fastcnn.explain does not exist."""
+    import fastcnn
+
+    if not hasattr(fastcnn, "explain"):
+        return ""
+    try:
+        _, records = fastcnn.explain(fn)
+    except Exception as exc:  # noqa: BLE001 - informative only
+        return f"explain failed: {type(exc).__name__}"
+    counts = {}
+    for r in records:
+        note = "; ".join(f"{k}: {v}" for k, v in r.notes.items() if k in ("kernel", "path", "config", "tile"))
+        key = f"{r.op}->{r.backend}" + (f"[{note}]" if note else "")
+        counts[key] = counts.get(key, 0) + 1
+    return ", ".join(f"{k} x{v}" for k, v in counts.items())
+
+
 def path_label(provider, layer, paths=None, passes=("fprop",)):
     conv = layer.op in ("conv2d", "conv1x1")
     if provider in ("cudnn", "torch_cpu"):
@@ -222,6 +241,11 @@ def cmd_ops(state, until):
                             continue
                         row = bench_ops.bench_case(layer, prov, "fwd", "bf16" if GPU else "fp32", "nhwc", batch,
                                                    DEVICE, quick=not GPU, inputs=t)
+                        if label.startswith("fastcnn"):
+                            import fastcnn
+
+                            with fastcnn.backend(bench_ops.FASTCNN_BACKEND[prov]), torch.no_grad():
+                                row["ran"] = ran(bench_ops.fastcnn_fn(layer, t))
                 except Exception as exc:  # noqa: BLE001 - a provider that cannot run a case is reported
                     print(f"  skip {label} {name}: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
                     continue
@@ -319,6 +343,7 @@ def time_network(line, net, mode, batch, graphs, provider, pair, env, image_size
     with sm90_mode(smode), bench_models._provider_context(prov):
         model = bench_models._prepare(prov, base, fm, DEVICE, dtype, "nhwc")
         step = bench_models.make_step(model, mode, x, target)
+        what_ran = ran(step) if prov.startswith("fastcnn") and mode == "inference" else ""
         if graphs:
             step = bench_models.graphed(step)
         if GPU:
@@ -331,7 +356,7 @@ def time_network(line, net, mode, batch, graphs, provider, pair, env, image_size
            "batch": batch, "shape": "x".join(map(str, shape)), "provider": provider, "ms_p50": p50, "ms_p20": p20,
            "ms_p80": p80, "images_per_s": batch / (p50 * 1e-3), "cuda_graphs": graphs, "table_line": line,
            "peak_mem_mb": torch.cuda.max_memory_allocated() / 2**20 if GPU else None,
-           "path": network_path(provider, net)}
+           "path": network_path(provider, net), "ran": what_ran}
     return row, secs
 
 
