@@ -131,15 +131,28 @@ def check_conv(layer, backend, sm90_mode, device, dtype_name, layout):
         gy = torch.randn_like(out)
         grads = torch.autograd.grad(out, [leaves[k] for k in names], gy)
     ref64 = {k: to64(v) for k, v in leaves.items()}
-    ref = F.conv2d(ref64["input"], ref64["weight"], ref64["bias"], layer.stride, layer.padding, layer.dilation,
+    pre = F.conv2d(ref64["input"], ref64["weight"], ref64["bias"], layer.stride, layer.padding, layer.dilation,
                    layer.groups)
     if ref64["residual"] is not None:
-        ref = ref + ref64["residual"]
-    if act:
-        ref = F.relu(ref)
+        pre = pre + ref64["residual"]
+    ref = F.relu(pre) if act else pre
     assert out.dtype == dtype and out.shape == ref.shape
     assert_close(out, ref, dtype, tol=tol)
-    want = torch.autograd.grad(ref, [ref64[k] for k in names], gy.to("cpu", torch.float64))
+    gy64 = gy.to("cpu", torch.float64)
+    if act:
+        # ReLU's gradient is grad * (output > 0) at the op's own output. Where the pre-activation is
+        # within rounding of 0 the float64 sign can differ (seen: 1 of 200,704 outputs of
+        # resnet50.layer2.x.conv2 in fp32, which alone moves grad input by 5e-3 against fp32's 2e-5),
+        # so the reference gradient takes the kernel's mask, and the mask is checked on its own:
+        # it may differ from float64's only where |pre-activation| is that small.
+        mask = out.detach().to("cpu", torch.float64) > 0
+        flips = mask != (pre.detach() > 0)
+        scale = pre.detach().pow(2).mean().sqrt().item()
+        assert not flips.any() or pre.detach()[flips].abs().max().item() <= 10 * tol * scale, (
+            f"ReLU mask differs from float64's at {int(flips.sum())} outputs, |pre-activation| up to "
+            f"{pre.detach()[flips].abs().max().item():.3e} (rms {scale:.3e})")
+        gy64 = gy64 * mask
+    want = torch.autograd.grad(pre, [ref64[k] for k in names], gy64)
     for k, g, g_ref in zip(names, grads, want):
         assert_close(g, g_ref, dtype, what=f"grad {k}", tol=tol)
 

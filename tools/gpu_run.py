@@ -522,7 +522,13 @@ def step_tests(ctx, timeout):
         env["OMP_NUM_THREADS"] = 1  # 16 workers: the float64 references on one thread each
         if has_module("pytest_timeout"):  # a hung kernel fails its test, not the whole step
             cmd += ["--timeout", "120"]
-    ctx.state["tests_cmd"] = " ".join(os.path.relpath(c, REPO) if c.startswith(REPO) else c for c in cmd[1:])
+    # the record's scope: the selection and the options, not the plumbing (plugin, junit path, file list)
+    sel = cmd[cmd.index("-rfE") + 2:]
+    files = [c for c in sel if c.startswith("tests/")]
+    opts = [c for c in sel if not c.startswith("tests/")]
+    ctx.state["tests_cmd"] = (f"pytest {' '.join(opts)} over {len(files)} files"
+                              + ("" if ctx.dry else f", FASTCNN_FUZZ_EXAMPLES={FUZZ_EXAMPLES_GPU}")
+                              + (f" ({', '.join(os.path.basename(f) for f in files)})" if len(files) <= 3 else ""))
     rc, secs = sh(cmd, ctx.f("logs", "tests.log"), ctx.env(**env), timeout)
     p, f, s = pytest_counts(read_jsonl(log_jsonl))
     note = f"{p} passed, {f} failed, {s} skipped in {secs:.0f} s"
