@@ -1,6 +1,6 @@
 """Every conv, 1x1, max-pool and add layer of LeNet-5, AlexNet, GoogLeNet and ResNet-50 (bench/shapes.py)
 at batch 2 with its full channel counts and map size, forward and every gradient, against
-torch.nn.functional in float64 on the CPU.
+torch.nn.functional in float64 (on the tensors' device: cuDNN's float64 conv on the GPU).
 
 Targets (marked cuda: skipped without a GPU): ``cuda`` (the cuda backend with FASTCNN_SM90=off where
 the Hopper path exists: the sm_80-style kernels), ``triton``, and ``sm90`` (the cuda backend with
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 import fastcnn
 import fastcnn.functional as FF
 from fastcnn.bench.shapes import layers
-from conftest import TOL, TOL_TF32, as_layout, assert_close, to64
+from conftest import TOL, TOL_TF32, as_layout, assert_close
 from test_add_relu import run_case as run_add_relu
 from test_max_pool2d import run_case as run_max_pool2d
 
@@ -130,7 +130,10 @@ def check_conv(layer, backend, sm90_mode, device, dtype_name, layout):
         names = [k for k, v in leaves.items() if v is not None and v.requires_grad]
         gy = torch.randn_like(out)
         grads = torch.autograd.grad(out, [leaves[k] for k in names], gy)
-    ref64 = {k: to64(v) for k, v in leaves.items()}
+    # float64 on the tensors' own device: cuDNN's float64 conv on the GPU (exact to ~1e-15, and ~2,000
+    # layer cases x fwd+bwd would take minutes of CPU time in a 150-second step), the CPU otherwise
+    ref64 = {k: (v.detach().to(torch.float64).requires_grad_(v.requires_grad) if v is not None else None)
+             for k, v in leaves.items()}
     pre = F.conv2d(ref64["input"], ref64["weight"], ref64["bias"], layer.stride, layer.padding, layer.dilation,
                    layer.groups)
     if ref64["residual"] is not None:
@@ -138,14 +141,14 @@ def check_conv(layer, backend, sm90_mode, device, dtype_name, layout):
     ref = F.relu(pre) if act else pre
     assert out.dtype == dtype and out.shape == ref.shape
     assert_close(out, ref, dtype, tol=tol)
-    gy64 = gy.to("cpu", torch.float64)
+    gy64 = gy.to(torch.float64)
     if act:
         # ReLU's gradient is grad * (output > 0) at the op's own output. Where the pre-activation is
         # within rounding of 0 the float64 sign can differ (seen: 1 of 200,704 outputs of
         # resnet50.layer2.x.conv2 in fp32, which alone moves grad input by 5e-3 against fp32's 2e-5),
         # so the reference gradient takes the kernel's mask, and the mask is checked on its own:
         # it may differ from float64's only where |pre-activation| is that small.
-        mask = out.detach().to("cpu", torch.float64) > 0
+        mask = out.detach().to(torch.float64) > 0
         flips = mask != (pre.detach() > 0)
         scale = pre.detach().pow(2).mean().sqrt().item()
         assert not flips.any() or pre.detach()[flips].abs().max().item() <= 10 * tol * scale, (
