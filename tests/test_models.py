@@ -1,4 +1,4 @@
-"""fastcnn.models against plain-PyTorch networks of the same layout (bench/reference_models.py, written
+"""fastcnn.models against plain-PyTorch networks of the same layout (fastcnn/testing/reference_models.py, written
 as torchvision writes its models) with the same weights: state_dict keys and shapes, forward and every
 gradient in eval and train mode (float64 tight, float32 within TOL), running statistics, checkpoint
 round trips, the folded-BN cache, torch.compile(fullgraph=True).
@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 import fastcnn
-from fastcnn.bench.reference_models import plain_model
+from fastcnn.testing.reference_models import plain_model
 from conftest import BACKEND_DEVICES, TOL, assert_close, rel_err
 
 RESNETS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
@@ -34,14 +34,7 @@ KWARGS = {"lenet5": {}, "alexnet": {"num_classes": 10}, "googlenet": {"num_class
 DEVICES = [p for p in BACKEND_DEVICES if p.id != "triton-interp"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The networks' tensors are small: one thread is as fast and immune to oversubscription on a
-    # shared machine (a parallel region waits for every thread).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("_one_thread")  # conftest: small tensors, one thread
 
 
 def randomize_bn(model: nn.Module, seed: int = 0) -> None:
