@@ -23,6 +23,9 @@ from conftest import BACKEND_DEVICES, TOL, assert_close, rel_err
 
 RESNETS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 DEEP = ("resnet101", "resnet152")  # ResNet-50's blocks, more of them: the costliest cases are slow
+# Networks whose code another one of the list already runs (ResNet-34: ResNet-18's BasicBlock; the
+# deep ones: ResNet-50's Bottleneck), for the structural tests below: with --runslow only.
+REPEATS = ("resnet34", *DEEP)
 NAMES = ["lenet5", "alexnet", "googlenet", *RESNETS]
 # input shape (batch 2) and constructor arguments per network; ResNets train on 48x48 (see above)
 INPUT = {"lenet5": (2, 1, 28, 28), "alexnet": (2, 3, 64, 64), "googlenet": (2, 3, 32, 32),
@@ -346,10 +349,11 @@ def test_lenet5_ablation(activation, pooling):
 # checkpoints and the folded-BN cache
 # ------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if n in REPEATS else []) for n in NAMES])
 def test_checkpoint_round_trip(name, tmp_path):
     """plain -> fastcnn -> plain with strict=True, values exact (through a checkpoint file for the
-    smaller networks; the state_dict itself for the 100M+-byte ones)."""
+    smaller networks; the state_dict itself for the 100M+-byte ones). REPEATS with --runslow;
+    test_state_dict_keys_and_shapes checks every network's names by default."""
     torch.manual_seed(0)
     ref = randomize_bn(plain_model(name, **KWARGS[name]))
     state = ref.state_dict()
@@ -426,11 +430,11 @@ def test_fold_cache_is_used_and_refreshed():
 # torch.compile
 # ------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if n in DEEP else []) for n in NAMES])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if n in REPEATS else []) for n in NAMES])
 def test_compile_fullgraph_aot_eager(name):
     """fullgraph=True (no graph break) through AOTAutograd (fake kernels, functionalisation); eval
-    forward on every network (ResNet-101/152, whose blocks ResNet-50 covers, with --runslow), train
-    forward and backward on two."""
+    forward on every network (ResNet-34 and ResNet-101/152, whose blocks ResNet-18 and ResNet-50
+    cover, with --runslow), train forward and backward on two."""
     torch._dynamo.reset()
     ref, fm = pair(name, torch.float32)
     x = torch.randn(INPUT[name])
