@@ -27,21 +27,17 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from . import common
 from fastcnn.testing import rel_err
 from fastcnn.testing.reference_models import NAMES, plain_model
+
+from . import common
 
 DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
           "fp64": torch.float64}
 BATCH = {"cpu": {"lenet5": 64, "default": 8}, "cuda": {"lenet5": 1024, "default": 64}}
-BASELINE = {"cpu": "torch_cpu", "cuda": "cudnn"}
-PROVIDERS = {
-    "cpu": ["torch_cpu", "fastcnn_cpu"],
-    "cuda": ["cudnn", "torch_compile", "fastcnn_cuda", "fastcnn_triton", "fastcnn"],
-}
+BASELINE, PROVIDERS, FASTCNN_BACKEND = common.BASELINE, common.PROVIDERS, common.FASTCNN_BACKEND
 # Offered, not run by default: max-autotune compiles for minutes per network.
 EXTRA_PROVIDERS = {"cpu": ["torch_compile"], "cuda": ["torch_compile_max_autotune"]}
-FASTCNN_BACKEND = {"fastcnn_cpu": "cpu", "fastcnn_cuda": "cuda", "fastcnn_triton": "triton", "fastcnn": "auto"}
 MODES = ("inference", "train")
 DEFAULT_NETS = ("lenet5", "alexnet", "googlenet", "resnet18", "resnet50")
 

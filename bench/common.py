@@ -17,11 +17,28 @@ from functools import lru_cache
 import torch
 
 from fastcnn._console import format_table
+from fastcnn.testing import TARGETS
 
 COLUMNS = ["timestamp", "git_sha", "device", "torch", "triton", "cuda", "kind", "name", "mode", "dtype", "layout",
            "batch", "shape", "provider", "ms_p50", "ms_p20", "ms_p80", "tflops", "gbps", "speedup"]
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+# Providers: PyTorch's (the baseline first) and one fastcnn_<backend> per timed target of
+# fastcnn.testing.TARGETS on that device kind, plus "fastcnn" (the auto backend) on a GPU.
+BASELINE = {"cpu": "torch_cpu", "cuda": "cudnn"}
+
+
+def _provider(backend: str) -> str:
+    return "fastcnn_" + backend.replace("-", "_")
+
+
+FASTCNN_BACKEND = {**{_provider(t.backend): t.backend for t in TARGETS if t.timed}, "fastcnn": "auto"}
+PROVIDERS = {
+    "cpu": ["torch_cpu", *[_provider(t.backend) for t in TARGETS if t.timed and t.device == "cpu"]],
+    "cuda": ["cudnn", "torch_compile", *[_provider(t.backend) for t in TARGETS if t.timed and t.device == "cuda"],
+             "fastcnn"],
+}
 
 
 @lru_cache(None)

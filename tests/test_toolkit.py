@@ -65,6 +65,17 @@ def test_targets_table_and_its_pytest_params():
     assert (interp in runnable) == (testing.interpreting() and "triton" in avail)
 
 
+def test_bench_providers_follow_the_targets():
+    """Every timed target is a fastcnn_<backend> provider of the benchmarks on its device kind;
+    the interpreter is not timed."""
+    for t in testing.TARGETS:
+        name = "fastcnn_" + t.backend.replace("-", "_")
+        if t.timed:
+            assert name in common.PROVIDERS[t.device] and common.FASTCNN_BACKEND[name] == t.backend
+    assert common.PROVIDERS["cpu"][0] == common.BASELINE["cpu"] and common.PROVIDERS["cuda"][0] == common.BASELINE["cuda"]
+    assert "fastcnn_triton" not in common.PROVIDERS["cpu"]  # triton-interp is not timed
+
+
 def test_a_new_target_is_one_entry(monkeypatch):
     """A backend joins every check with one TARGETS entry; one this installation lacks is reported
     with its reason (pytest skips it with that reason)."""

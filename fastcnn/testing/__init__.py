@@ -85,6 +85,7 @@ class Target:
     device: str  # "cpu" or "cuda": where the tensors live
     id: str
     interpreted: bool = False  # Triton on CPU tensors: only under TRITON_INTERPRET=1 (slow: small shapes)
+    timed: bool = True  # the benchmarks time it (not an interpreter or a simulator)
 
     def unavailable(self) -> str | None:
         """Why this installation cannot run the target now, or None when it can."""
@@ -103,7 +104,7 @@ class Target:
 # Every target a check may run, in order; adding a backend is one entry here.
 TARGETS = (
     Target("cpu", "cpu", "cpu"),
-    Target("triton", "cpu", "triton-interp", interpreted=True),
+    Target("triton", "cpu", "triton-interp", interpreted=True, timed=False),
     Target("cuda", "cuda", "cuda"),
     Target("triton", "cuda", "triton-cuda"),
 )
