@@ -55,10 +55,11 @@ deps: torch
 	  $(PIP) install -q ninja pybind11 numpy pytest hypothesis triton scikit-learn matplotlib tqdm
 
 # An editable install (fastcnn.kernels and fastcnn.bench map to kernels/ and bench/), then an
-# incremental in-place build of fastcnn._C (ninja recompiles only what changed).
+# incremental in-place build of fastcnn._C (ninja recompiles only what changed; both steps share
+# build/temp.*, so a clean clone compiles once).
 build: deps
 	@(cd / && $(PYTHON) -c "import importlib.util as u, sys; s = u.find_spec('fastcnn'); sys.exit(0 if s and s.origin.startswith('$(CURDIR)/') else 1)") 2>/dev/null || \
-	  $(PIP) install --no-build-isolation --no-deps -e .
+	  $(TIMED) "build: pip install -e . (compiles _C)" $(PIP) install --no-build-isolation --no-deps -e .
 	@$(TIMED) "build: fastcnn._C (incremental)" $(PYTHON) setup.py -q build_ext --inplace
 
 install: deps
