@@ -1,7 +1,7 @@
 """GPU validation in one command: build, full test suite, compute-sanitizer, one validation record.
 
-    python3 bench/gpu_validate.py --out $OUT                # everything
-    python3 bench/gpu_validate.py --out $OUT --skip-build   # the package is already installed
+    python3 tools/gpu_validate.py --out $OUT                # everything
+    python3 tools/gpu_validate.py --out $OUT --skip-build   # the package is already installed
 
 Steps (each logged under --out):
 1. ``pip install --no-build-isolation --no-deps .`` (CUDAExtension; TORCH_CUDA_ARCH_LIST defaults to
@@ -20,9 +20,9 @@ The device tool allows 10 minutes per command: split the steps over calls on the
 junit.xml and the sanitizer logs are kept in --state (default build/gpu-validate, which survives
 between calls) and copied to --out; the record is appended once the state holds both:
 
-    python3 bench/gpu_validate.py --out $OUT --skip-tests --skip-sanitizer          # build
-    python3 bench/gpu_validate.py --out $OUT --skip-build --skip-sanitizer --timeout 560  # tests
-    python3 bench/gpu_validate.py --out $OUT --skip-build --skip-tests --git-sha SHA # sanitizer + record
+    python3 tools/gpu_validate.py --out $OUT --skip-tests --skip-sanitizer          # build
+    python3 tools/gpu_validate.py --out $OUT --skip-build --skip-sanitizer --timeout 560  # tests
+    python3 tools/gpu_validate.py --out $OUT --skip-build --skip-tests --git-sha SHA # sanitizer + record
 
 The long GPU fuzz (tests/test_fuzz.py::test_fuzz_long_gpu, 10,000 examples per op and backend)
 can be capped with FASTCNN_FUZZ_EXAMPLES=<n> in the environment.
