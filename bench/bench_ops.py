@@ -29,12 +29,7 @@ BATCH = {
     "cpu": {"lenet5": 64, "alexnet": 4, "googlenet": 4, "resnet50": 4},
     "cuda": {"lenet5": 256, "alexnet": 256, "googlenet": 128, "resnet50": 256},
 }
-BASELINE = {"cpu": "torch_cpu", "cuda": "cudnn"}
-PROVIDERS = {
-    "cpu": ["torch_cpu", "fastcnn_cpu"],
-    "cuda": ["cudnn", "torch_compile", "fastcnn_cuda", "fastcnn_triton", "fastcnn"],
-}
-FASTCNN_BACKEND = {"fastcnn_cpu": "cpu", "fastcnn_cuda": "cuda", "fastcnn_triton": "triton", "fastcnn": "auto"}
+BASELINE, PROVIDERS, FASTCNN_BACKEND = common.BASELINE, common.PROVIDERS, common.FASTCNN_BACKEND
 
 
 def is_first(layer: Layer) -> bool:

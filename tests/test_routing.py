@@ -20,26 +20,16 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 import fastcnn
 import fastcnn.functional as FF
+import fastcnn.testing
 
 ops = torch.ops.fastcnn
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _targets():
-    """(backend, device) pairs this machine runs: every available backend on each device it runs."""
-    out = []
-    for name in fastcnn.available_backends()[1:]:
-        info = fastcnn._C._backend_info(name)
-        if info["runs_cpu"]:
-            out.append((name, "cpu"))
-        if info["runs_cuda"] and torch.cuda.is_available():
-            out.append((name, "cuda"))
-    return out
+# (backend, device) pairs this machine runs (fastcnn.testing.TARGETS less the unavailable ones).
+TARGETS = [(t.backend, t.device) for t in fastcnn.testing.targets()]
 
-
-TARGETS = _targets()
-
-ACTIVATIONS_BAD = ["", "identity", "RELU", "Relu", " relu", "gelu", "None"]
+ACTIVATIONS_BAD = ["", "identity", "RELU", "Relu", " relu", "gelu", "tanh", "sigmoid", "None"]
 
 
 def _t(*shape, dtype=torch.float32, device="cpu"):

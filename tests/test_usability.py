@@ -13,8 +13,8 @@ import torch.nn.functional as F
 
 import fastcnn
 import fastcnn.functional as FF
-from fastcnn.bench.reference_models import plain_model
-from conftest import rel_err
+from fastcnn.testing.reference_models import plain_model
+from fastcnn.testing import rel_err
 
 
 # ------------------------------------------------------------------------------------------------
