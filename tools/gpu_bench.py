@@ -244,7 +244,7 @@ def cmd_ops(state, until):
                         if label.startswith("fastcnn"):
                             import fastcnn
 
-                            with fastcnn.backend(bench_ops.FASTCNN_BACKEND[prov]), torch.no_grad():
+                            with fastcnn.backend(common.FASTCNN_BACKEND[prov]), torch.no_grad():
                                 row["ran"] = ran(bench_ops.fastcnn_fn(layer, t))
                 except Exception as exc:  # noqa: BLE001 - a provider that cannot run a case is reported
                     print(f"  skip {label} {name}: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
