@@ -167,6 +167,7 @@ def test_check_out_finds_problems(tmp_path):
     assert any("gpu_table.csv lines" in p for p in problems)
     assert any("9 files > 8" in p for p in problems)
     assert any("dry-run record device" in p for p in problems)
+    assert any("alexnet_infer lacks a baseline or a fastcnn row" in p for p in problems)  # cudnn only
 
 
 @pytest.mark.parametrize("text,want", [

@@ -423,12 +423,14 @@ def check_out(out_dir, dry=True) -> list[str]:
         for col in ("timestamp", "git_sha", "device", "name", "provider", "ms_p50", "path", "table_line"):
             if rows and col not in rows[0]:
                 problems.append(f"{name} lacks column {col}")
-        if dry:
-            keys = {r.get("table_line") for r in rows}
+        if dry:  # every line measured on both sides: the baseline and a fastcnn provider
             want = [k for k, _, _ in TABLE if (k in ("conv3x3", "conv1x1", "pool_add")) == (name == "ops.csv")]
             for k in want:
-                if k not in keys:
+                provs = {r.get("provider", "") for r in rows if r.get("table_line") == k}
+                if not provs:
                     problems.append(f"{name} has no row for table line {k}")
+                elif not any(p.startswith("fastcnn") for p in provs) or not provs & {"cudnn", "torch_cpu"}:
+                    problems.append(f"{name}: table line {k} lacks a baseline or a fastcnn row ({sorted(provs)})")
     return problems
 
 
