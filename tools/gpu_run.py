@@ -62,12 +62,13 @@ and exits 3 within seconds (a rebuild would take its whole budget); part 1's fil
 window's evidence (tools/GPU_WINDOW.md: what to do next).
 
 ``--dry-run --out DIR`` runs the same steps on the CPU (CPU, Triton-interpreter and cuda-sim backends
-where built; tiny sizes; the real file formats) in about 2 minutes on 2 cores, state in DIR/state; its
+where built; tiny sizes; the real file formats) in 50-110 s on the shared 2-core machine (~40 s of CPU,
+one thread per step), state in DIR/state; its
 record says "device": "cpu (dry run)". CI runs it (.ci/run) and ``--check DIR`` verifies the files.
 This script only writes under build/, --out and --state: copying results into bench/results/ is
 ``collect`` (which refuses dry-run records).
 
-    python3 tools/gpu_run.py part1|part2 --out DIR [--git-sha SHA]
+    python3 tools/gpu_run.py part1|part2 --out DIR [--git-sha SHA] [--budget S] [--steps A,B] [--fresh]
     python3 tools/gpu_run.py --dry-run --out DIR [--check]
     python3 tools/gpu_run.py report --out DIR          # the files again from the state
     python3 tools/gpu_run.py --check DIR               # verify DIR's files (formats, one row per line)
