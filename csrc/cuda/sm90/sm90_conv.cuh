@@ -720,9 +720,57 @@ struct Gemm {
 }  // namespace sm90
 }  // namespace fastcnn
 
+// Facts of a TU's kernel as one string in the object's read-only data, read by tools/sm90_check.py:
+// the dynamic shared memory a launch requests is a compile-time constant that the SASS does not show.
+namespace fastcnn {
+namespace sm90 {
+struct KernelInfo {
+  char text[160];
+  constexpr KernelInfo(const char* tag, long long smem, long long threads, long long stages, long long tm,
+                       long long tn, long long tk)
+      : text() {
+    int i = 0;
+    auto put = [&](const char* s) {
+      while (*s && i < 150) text[i++] = *s++;
+    };
+    auto num = [&](long long v) {
+      char d[24] = {};
+      int n = 0;
+      do {
+        d[n++] = char('0' + v % 10);
+        v /= 10;
+      } while (v && n < 20);
+      while (n && i < 150) text[i++] = d[--n];
+    };
+    put("FASTCNN_SM90_INFO tu=");
+    put(tag);
+    put(" smem=");
+    num(smem);
+    put(" threads=");
+    num(threads);
+    put(" stages=");
+    num(stages);
+    put(" tile=");
+    num(tm);
+    put("x");
+    num(tn);
+    put("x");
+    num(tk);
+  }
+};
+}  // namespace sm90
+}  // namespace fastcnn
+
+#define FASTCNN_SM90_KERNEL_INFO(NAME, KERNEL)                                                                \
+  extern "C" __attribute__((used)) const fastcnn::sm90::KernelInfo fastcnn_sm90_info_##NAME{                 \
+      #NAME, KERNEL::SharedStorageSize, KERNEL::MaxThreadsPerBlock, KERNEL::DispatchPolicy::Stages,           \
+      cute::size<0>(typename KERNEL::TileShape{}), cute::size<1>(typename KERNEL::TileShape{}),               \
+      cute::size<2>(typename KERNEL::TileShape{})};
+
 // One TU's entry points, C linkage, named fastcnn_sm90_<pass>_<tag>_<fn>; sm90_kernels.h declares them
 // (a signature that drifts from the declaration is a compile error: C functions cannot overload).
 #define FASTCNN_SM90_ENTRY_POINTS(PASS, TAG, IMPL, ARGS)                                                   \
+  FASTCNN_SM90_KERNEL_INFO(PASS##_##TAG, IMPL::Kernel)                                                    \
   extern "C" int32_t fastcnn_sm90_##PASS##_##TAG##_can_implement(const ARGS* a) {                         \
     return IMPL::can_implement(a);                                                                        \
   }                                                                                                       \
