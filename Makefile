@@ -11,7 +11,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?= -q
 NVCC ?= nvcc
 
-.PHONY: demo test test-triton install deps torch build cuda-check bench-cpu check clean
+.PHONY: demo test test-triton install deps torch build cuda-check sm90-check bench-cpu check clean
 
 # The main job (python -m fastcnn demo; outputs in ./demo-out). DEMO_ARGS passes options, e.g.
 # make demo DEMO_ARGS="--data ~/mnist --out /tmp/demo" (python -m fastcnn demo --help lists them).
@@ -83,6 +83,13 @@ cuda-check:
 	      -isystem $${CUDA_HOME:-/usr/local/cuda}/include $$f || exit 1; \
 	  done; \
 	fi; echo "cuda-check: OK"
+
+# The Hopper path's translation units (csrc/cuda/sm90/*.cu, CUTLASS SM90), each compiled on its own
+# for sm_90a with the pinned CUTLASS headers; fails on serialised wgmma (ptxas C7510), on any spill,
+# or when a kernel's SASS lacks HGMMA/UTMALDG. Installs nvidia-cutlass==4.2.0.0 and the 13.2
+# cuobjdump/nvdisasm wheels with --no-deps when missing; writes bench/results/sm90_sass.csv. No GPU.
+sm90-check:
+	$(PYTHON) tools/sm90_check.py
 
 # The CPU op benchmark against PyTorch (oneDNN); rows appended to bench/results/cpu_ops.csv.
 bench-cpu: build

@@ -126,6 +126,18 @@ std::vector<std::string> conv_path_op(at::IntArrayRef input_size, at::IntArrayRe
   return out;
 }
 
+// dgrad_phases flattened, 10 values per phase (the PhaseAxis fields in order), for the tests that
+// rebuild a strided dgrad from its phases with F.conv2d.
+std::vector<int64_t> dgrad_phases_op(int64_t dx_rows, int64_t dy_rows, int64_t k, int64_t s, int64_t pad, int64_t d) {
+  TORCH_CHECK_VALUE(dx_rows > 0 && dy_rows > 0 && k > 0 && s > 0 && pad >= 0 && d > 0 && s <= 4096,
+                    "_sm90_dgrad_phases: sizes must be positive (stride <= 4096), padding >= 0");
+  std::vector<int64_t> out;
+  for (const PhaseAxis& p : dgrad_phases(dx_rows, dy_rows, k, s, pad, d))
+    for (int64_t v : {p.first, p.out, p.taps, p.r0, p.step, p.dil, p.in_start, p.in_len, p.pad_lo, p.pad_hi})
+      out.push_back(v);
+  return out;
+}
+
 }  // namespace
 }  // namespace sm90
 }  // namespace fastcnn
@@ -136,6 +148,8 @@ TORCH_LIBRARY_FRAGMENT(fastcnn, m) {
   m.def("_sm90_available() -> bool", &fastcnn::sm90::available_op);
   m.def("_sm90_build() -> str", &fastcnn::sm90::build_op);
   m.def("_sm90_register(int table) -> str", &fastcnn::sm90::register_op);
+  m.def("_sm90_dgrad_phases(int dx_rows, int dy_rows, int k, int stride, int padding, int dilation) -> int[]",
+        &fastcnn::sm90::dgrad_phases_op);
   m.def("_sm90_conv_path(int[] input_size, int[] input_stride, int input_align, int[] weight_size, int[] stride, "
         "int[] padding, int[] dilation, int groups, ScalarType dtype, bool output_channels_last, bool has_bias, "
         "int bias_stride, int bias_align, int[]? residual_stride, int residual_align, int[] capability, bool tf32, "

@@ -4,7 +4,9 @@
 // fallback, never a wrong result.
 #include "sm90_path.h"
 
+#include <algorithm>
 #include <atomic>
+#include <numeric>
 
 #include "cuda/sm90_table.h"
 
@@ -124,6 +126,59 @@ const fastcnn_sm90_table* table() { return g_table.load(std::memory_order_acquir
 // Used by the registration op (sm90_ops.cpp) once it has checked the table's abi and size.
 void set_table(const fastcnn_sm90_table* t) { g_table.store(t, std::memory_order_release); }
 
+std::vector<PhaseAxis> dgrad_phases(int64_t dx_rows, int64_t dy_rows, int64_t k, int64_t s, int64_t pad,
+                                    int64_t d) {
+  std::vector<PhaseAxis> out;
+  const int64_t g = std::gcd(s, d);
+  for (int64_t a = 0; a < s; ++a) {
+    PhaseAxis ph;
+    ph.first = a;
+    ph.out = a < dx_rows ? (dx_rows - a + s - 1) / s : 0;
+    ph.step = s / g;
+    ph.dil = d / g;
+    int64_t r0 = -1, taps = 0;
+    for (int64_t r = 0; r < k; ++r)
+      if (((a + pad - r * d) % s + s) % s == 0) {
+        if (r0 < 0) r0 = r;
+        ++taps;
+      }
+    if (ph.out > 0 && taps > 0) {
+      const int64_t o0 = (a + pad - r0 * d) / s;  // exact: s divides it
+      const int64_t base = o0 - (taps - 1) * ph.dil, last = ph.out - 1 + o0;
+      ph.in_start = std::max<int64_t>(base, 0);
+      ph.pad_lo = std::max<int64_t>(-base, 0);
+      const int64_t end = std::min<int64_t>(last, dy_rows - 1);
+      ph.pad_hi = std::max<int64_t>(last - (dy_rows - 1), 0);
+      ph.in_len = end - ph.in_start + 1;
+      if (ph.in_len > 0) {
+        ph.taps = taps;
+        ph.r0 = r0;
+      } else {
+        ph.in_len = ph.pad_lo = ph.pad_hi = ph.in_start = 0;
+      }
+    }
+    out.push_back(ph);
+  }
+  return out;
+}
+
+namespace {
+
+// The TMA im2col limits of one dgrad stride phase as an fprop problem (see the fprop rules below).
+std::string phase_limits(const PhaseAxis& h, const PhaseAxis& w) {
+  const int64_t off_h = (h.taps - 1) * h.dil, off_w = (w.taps - 1) * w.dil;
+  const std::string at = "dgrad stride phase (" + str(h.first) + ", " + str(w.first) + "): ";
+  if (off_h >= kOffsetLimit || off_w >= kOffsetLimit)
+    return at + "(taps - 1) * dilation = (" + str(off_h) + ", " + str(off_w) + ") >= 255 (TMA im2col offsets)";
+  if (h.pad_hi > kPadLimit || w.pad_hi > kPadLimit) return at + "padding > 256 (TMA im2col)";
+  const int64_t corners[] = {-h.pad_lo, -w.pad_lo, h.pad_hi - off_h, w.pad_hi - off_w};
+  for (int64_t c : corners)
+    if (c < kCornerMin || c > kCornerMax) return at + "im2col corners outside [-128, 127] (TMA im2col)";
+  return "";
+}
+
+}  // namespace
+
 Choice choose(const Query& q, Pass pass) {
   const ConvGeom& g = q.g;
   Choice c;
@@ -188,11 +243,21 @@ Choice choose(const Query& q, Pass pass) {
   if (off_h >= kOffsetLimit || off_w >= kOffsetLimit)
     return no("(kernel - 1) * dilation = (" + str(off_h) + ", " + str(off_w) + ") >= " + str(kOffsetLimit) +
               " (TMA im2col offsets)");
-  if (pass == Pass::Dgrad && (g.sh != 1 || g.sw != 1))
-    return no("dgrad with stride (" + str(g.sh) + ", " + str(g.sw) +
-              "): CUTLASS 4.2's SM90 dgrad kernel is unit-stride only");
+  const bool phased = pass == Pass::Dgrad && (g.sh != 1 || g.sw != 1);
+  int64_t phases = 0;
+  if (phased) {  // the fprop kernel per stride phase: its limits per phase
+    for (const PhaseAxis& h : dgrad_phases(g.H, g.P, g.R, g.sh, g.ph, g.dh))
+      for (const PhaseAxis& w : dgrad_phases(g.W, g.Q, g.S, g.sw, g.pw, g.dw)) {
+        if (h.out == 0 || w.out == 0 || h.taps == 0 || w.taps == 0) continue;
+        const std::string why = phase_limits(h, w);
+        if (!why.empty()) return no(why);
+        ++phases;
+      }
+  }
   int64_t lo_h, lo_w, hi_h, hi_w;  // im2col corners of the pass
-  if (pass == Pass::Dgrad) {
+  if (phased) {
+    lo_h = lo_w = hi_h = hi_w = 0;  // checked per phase above
+  } else if (pass == Pass::Dgrad) {
     lo_h = g.ph - off_h;
     lo_w = g.pw - off_w;
     hi_h = lo_h + g.H - g.P;
@@ -222,6 +287,9 @@ Choice choose(const Query& q, Pass pass) {
   std::string what = std::string(pass_name(pass)) + " " + dtype_name(q.dtype) +
                      (q.dtype == DType::Float32 ? " as TF32" : "") +
                      (is_gemm ? ": persistent 1x1 GEMM" : ": implicit GEMM (TMA im2col)");
+  if (phased)
+    what += ", stride (" + str(g.sh) + ", " + str(g.sw) + ") as " + str(phases) +
+            " unit-stride phase convolutions on the fprop kernel";
   if (padded) what += ", input channels padded " + str(g.C) + " -> " + str(c.c_pad);
   if (q.mode == Mode::Auto && !kAutoValidated)
     return no("eligible (" + std::string(path_name(path)) + ": " + what +

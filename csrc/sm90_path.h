@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "geometry.h"
 
@@ -60,6 +61,22 @@ struct Choice {
   int64_t c_pad = 0;   // input channels the kernels see (C rounded up when the op pads them)
   std::string reason;  // why the fallback, or what the sm90 path does
 };
+
+// dgrad with stride s > 1, per axis, as s unit-stride cross-correlations: phase a holds the input
+// rows h = a + s*i. The taps r with (a + pad - r*d) % s == 0 reach it, from the output-gradient rows
+// i + (a + pad - r*d) / s: an arithmetic progression, so in reverse they form a filter of `taps`
+// taps with dilation `dil` over the dy rows [in_start, in_start + in_len), zero-padded by (pad_lo,
+// pad_hi). A 2-d phase (a, b) is the product of the axes' phases, run by the fprop kernel
+// (cuda/sm90_dispatch.cpp); CUTLASS 4.2's SM90 dgrad kernel itself is unit-stride only.
+struct PhaseAxis {
+  int64_t first = 0;         // a: the phase's first input (dx) row
+  int64_t out = 0;           // its dx rows: ceil((dx_rows - a) / s), 0 when a >= dx_rows
+  int64_t taps = 0;          // 0: no tap (or no dy row) reaches the phase: its dx rows are zero
+  int64_t r0 = 0, step = 1;  // the taps r0 + j * step, j < taps (the phase filter runs them in reverse)
+  int64_t dil = 1;           // d / gcd(s, d)
+  int64_t in_start = 0, in_len = 0, pad_lo = 0, pad_hi = 0;
+};
+std::vector<PhaseAxis> dgrad_phases(int64_t dx_rows, int64_t dy_rows, int64_t k, int64_t s, int64_t pad, int64_t d);
 
 // The channel granule of the 16-byte TMA rows: 8 for fp16/bf16, 4 for fp32 (TF32).
 int64_t channel_granule(DType t);

@@ -65,12 +65,11 @@ def expected(layer, dtype):
             out[p] = ("cuda", f"no sm90 {p} kernel")
         elif layer.K % gran:
             out[p] = ("cuda", f"K={layer.K} is not a multiple of {gran}")
-        elif p == "dgrad" and layer.stride != 1:
-            out[p] = ("cuda", "unit-stride only")
         else:
             padded = layer.C % gran != 0
             out[p] = ("sm90-gemm" if p == "fprop" and gemm else "sm90-conv",
-                      f"padded {layer.C} -> {-(-layer.C // gran) * gran}" if padded else p)
+                      f"padded {layer.C} -> {-(-layer.C // gran) * gran}" if padded
+                      else "phase convolutions" if p == "dgrad" and layer.stride != 1 else p)
     return out
 
 
@@ -93,8 +92,8 @@ def test_resnet50_counts():
         for p in sm90.PASSES:
             count[p][got[p][0]] = count[p].get(got[p][0], 0) + 1
     assert count["fprop"] == {"sm90-conv": 12, "sm90-gemm": 17}
-    # the stem, the three strided 3x3 and the three strided 1x1 downsamples: dgrad stride 2 falls back
-    assert count["dgrad"] == {"sm90-conv": 22, "cuda": 7}
+    # the stem, the three strided 3x3 and the three strided 1x1 downsamples run dgrad as stride phases
+    assert count["dgrad"] == {"sm90-conv": 29}
     assert count["wgrad"] == {"sm90-conv": 29}
 
 
@@ -279,6 +278,85 @@ def test_residual_layouts():
 
 
 # ------------------------------------------------------------------------------------------------
+# dgrad with stride > 1 as unit-stride phase convolutions (the math the GPU path runs, checked here in
+# float64 by rebuilding the input gradient from its phases with F.conv2d)
+
+PHASE_KEYS = ("first", "out", "taps", "r0", "step", "dil", "in_start", "in_len", "pad_lo", "pad_hi")
+
+
+def dgrad_phases(dx_rows, dy_rows, k, s, p, d):
+    flat = torch.ops.fastcnn._sm90_dgrad_phases(dx_rows, dy_rows, k, s, p, d)
+    return [dict(zip(PHASE_KEYS, flat[i:i + 10])) for i in range(0, len(flat), 10)]
+
+
+def dgrad_from_phases(dy, w, H, W, stride, padding, dilation):
+    """What cuda/sm90_dispatch.cpp launches, one F.conv2d per phase: the flipped, strided slice of the
+    weight (transposed to [C, K]) over the padded slice of dy, into dx[:, :, a::sh, b::sw]."""
+    N, K, P, Q = dy.shape
+    C, R, S = w.shape[1], w.shape[2], w.shape[3]
+    dx = torch.full((N, C, H, W), float("nan"), dtype=dy.dtype)
+    for ph in dgrad_phases(H, P, R, stride[0], padding[0], dilation[0]):
+        for pw in dgrad_phases(W, Q, S, stride[1], padding[1], dilation[1]):
+            if ph["out"] == 0 or pw["out"] == 0:
+                continue
+            rows, cols = slice(ph["first"], H, stride[0]), slice(pw["first"], W, stride[1])
+            if ph["taps"] == 0 or pw["taps"] == 0:
+                dx[:, :, rows, cols] = 0
+                continue
+            wf = w[:, :, ph["r0"]:ph["r0"] + (ph["taps"] - 1) * ph["step"] + 1:ph["step"],
+                   pw["r0"]:pw["r0"] + (pw["taps"] - 1) * pw["step"] + 1:pw["step"]].flip(2, 3).transpose(0, 1)
+            sub = dy[:, :, ph["in_start"]:ph["in_start"] + ph["in_len"], pw["in_start"]:pw["in_start"] + pw["in_len"]]
+            sub = F.pad(sub, (pw["pad_lo"], pw["pad_hi"], ph["pad_lo"], ph["pad_hi"]))
+            got = F.conv2d(sub, wf, dilation=(ph["dil"], pw["dil"]))
+            assert got.shape[2:] == (ph["out"], pw["out"]), (ph, pw, got.shape)
+            dx[:, :, rows, cols] = got
+    return dx
+
+
+def _phase_cases():
+    g = torch.Generator().manual_seed(16)
+    cases = [(224, 7, 2, 3, 1), (56, 3, 2, 1, 1), (56, 1, 2, 0, 1), (224, 11, 4, 2, 1), (7, 3, 2, 1, 1),
+             (9, 5, 3, 2, 2), (1, 1, 2, 0, 1), (2, 3, 3, 1, 1), (8, 2, 2, 0, 3)]
+    while len(cases) < 120:
+        k, s, p, d = (int(torch.randint(lo, hi, (1,), generator=g)) for lo, hi in ((1, 8), (2, 5), (0, 4), (1, 4)))
+        h = int(torch.randint(1, 24, (1,), generator=g))
+        if h + 2 * p >= d * (k - 1) + 1:
+            cases.append((h, k, s, p, d))
+    return cases
+
+
+def test_dgrad_phases_rebuild_the_gradient():
+    for i, (h, k, s, p, d) in enumerate(_phase_cases()):
+        w_ = h + (i % 3)  # non-square inputs, other W-axis phases
+        x = torch.randn(2, 3, h, w_, dtype=torch.float64, requires_grad=True)
+        wt = torch.randn(5, 3, k, max(1, k - 1), dtype=torch.float64)
+        pw = min(p, (max(1, k - 1) - 1) * d // 2 + p)  # keep the W axis valid too
+        if w_ + 2 * pw < d * (max(1, k - 1) - 1) + 1:
+            continue
+        y = F.conv2d(x, wt, None, (s, s + (i % 2)), (p, pw), d)
+        dy = torch.randn_like(y)
+        (ref,) = torch.autograd.grad(y, x, dy)
+        got = dgrad_from_phases(dy, wt, h, w_, (s, s + (i % 2)), (p, pw), (d, d))
+        assert torch.allclose(got, ref, rtol=1e-12, atol=1e-12), (h, w_, k, s, p, d)
+
+
+def test_strided_dgrad_path():
+    x, w = conv_case(C=128, K=128, H=56, W=56)
+    got = path(x, w, stride=2, padding=1)["dgrad"]
+    assert got[0] == "sm90-conv" and "stride (2, 2) as 4 unit-stride phase convolutions" in got[1]
+    x1, w1 = conv_case(C=256, K=512, H=56, W=56, R=1)
+    assert "as 1 unit-stride phase" in path(x1, w1, stride=2)["dgrad"][1]  # 3 of 4 phases are zeros
+    # the phases have their own im2col corners: a padding of 200 puts fprop's corner at -200, but
+    # every phase starts inside dy (the limits are checked per phase; the global ones imply them)
+    xb, wb = conv_case(H=40, W=40)
+    big = path(xb, wb, stride=2, padding=200)
+    assert big["fprop"][0] == "cuda" and "corners" in big["fprop"][1]
+    assert big["dgrad"][0] == "sm90-conv", big["dgrad"]
+    xd, wd = conv_case(H=300, W=300)
+    assert path(xd, wd, stride=2, padding=1, dilation=128)["dgrad"][0] == "cuda"  # (3-1)*128 >= 255
+
+
+# ------------------------------------------------------------------------------------------------
 # Mode switch, registration guard, built kernels, report
 
 
@@ -342,7 +420,7 @@ def test_report(capsys):
     assert sm90_paths.main(["--nets", "lenet5,resnet50"]) == 0
     out = capsys.readouterr().out
     assert "lenet5     conv1" in out and "K=6 is not a multiple of 8" in out
-    assert "layer3.0.conv2" in out and "dgrad=cuda" in out
+    assert "layer3.0.conv2" in out and "unit-stride phase convolutions" in out
 
 
 def test_conv_path_bad_arguments():

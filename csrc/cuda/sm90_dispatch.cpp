@@ -9,6 +9,8 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "checks.h"
 #include "cuda/sm90_table.h"
@@ -149,7 +151,8 @@ fastcnn_sm90_conv conv_shape(const ConvGeom& g, int64_t c, at::ScalarType t) {
   fastcnn_sm90_conv s{};
   s.N = g.N; s.H = g.H; s.W = g.W; s.C = c;
   s.K = g.K; s.R = g.R; s.S = g.S; s.P = g.P; s.Q = g.Q;
-  s.pad_h = g.ph; s.pad_w = g.pw; s.stride_h = g.sh; s.stride_w = g.sw; s.dil_h = g.dh; s.dil_w = g.dw;
+  s.pad_h = s.pad_h_end = g.ph; s.pad_w = s.pad_w_end = g.pw;
+  s.stride_h = g.sh; s.stride_w = g.sw; s.dil_h = g.dh; s.dil_w = g.dw;
   s.dtype = table_dtype(t);
   return s;
 }
@@ -270,23 +273,88 @@ bool Sm90Backward::dgrad(at::Tensor& grad_input) {
   if (c.path == Path::Fallback) return reject("dgrad", c.reason);
   const fastcnn_sm90_table* t = fastcnn::sm90::table();
   const at::Tensor& dy = grad();
-  const at::Tensor w = weight_krsc(weight_, c.c_pad);
   // dx straight into grad_input, or with padded channels into a scratch tensor, then sliced.
   at::Tensor dx = c.c_pad == g_.C ? grad_input
                                   : at::empty({g_.N, c.c_pad, g_.H, g_.W},
                                               grad_input.options().memory_format(at::MemoryFormat::ChannelsLast));
-  fastcnn_sm90_dgrad_args a{};
-  a.shape = conv_shape(g_, c.c_pad, input_.scalar_type());
-  a.dy = dy.data_ptr();
-  nhwc_strides(dy, a.dy_stride);
-  a.w = w.data_ptr();
-  a.dx = dx.data_ptr();
-  nhwc_strides(dx, a.dx_stride);
-  if (t->dgrad_can_implement(&a) != FASTCNN_SM90_OK) return reject("dgrad", kKernelRejects);
-  size_t bytes = 0;
-  check_run(t->dgrad_workspace_bytes(&a, &bytes), "dgrad");
-  const at::Tensor ws = workspace(bytes, input_);
-  check_run(t->dgrad_run(&a, ws.data_ptr(), bytes, current_stream()), "dgrad");
+  int64_t dys[3], dxs[3];
+  nhwc_strides(dy, dys);
+  nhwc_strides(dx, dxs);
+  if (g_.sh == 1 && g_.sw == 1) {
+    const at::Tensor w = weight_krsc(weight_, c.c_pad);
+    fastcnn_sm90_dgrad_args a{};
+    a.shape = conv_shape(g_, c.c_pad, input_.scalar_type());
+    a.dy = dy.data_ptr();
+    a.w = w.data_ptr();
+    a.dx = dx.data_ptr();
+    for (int i = 0; i < 3; ++i) {
+      a.dy_stride[i] = dys[i];
+      a.dx_stride[i] = dxs[i];
+    }
+    if (t->dgrad_can_implement(&a) != FASTCNN_SM90_OK) return reject("dgrad", kKernelRejects);
+    size_t bytes = 0;
+    check_run(t->dgrad_workspace_bytes(&a, &bytes), "dgrad");
+    const at::Tensor ws = workspace(bytes, input_);
+    check_run(t->dgrad_run(&a, ws.data_ptr(), bytes, current_stream()), "dgrad");
+  } else {
+    // Stride > 1: each stride phase (a, b) of dx is a unit-stride conv of dy with the flipped,
+    // strided slice of the weight, transposed to [C][taps_h][taps_w][K], on the fprop kernel
+    // (fastcnn::sm90::dgrad_phases; tests/test_sm90.py rebuilds dgrad from the same phases).
+    // Every phase is checked before the first launch, so a rejection leaves nothing half done.
+    const auto ph_h = fastcnn::sm90::dgrad_phases(g_.H, g_.P, g_.R, g_.sh, g_.ph, g_.dh);
+    const auto ph_w = fastcnn::sm90::dgrad_phases(g_.W, g_.Q, g_.S, g_.sw, g_.pw, g_.dw);
+    const int64_t es = dy.element_size();
+    std::vector<fastcnn_sm90_fprop_args> runs;
+    std::vector<at::Tensor> filters;
+    std::vector<std::pair<int64_t, int64_t>> zeros;
+    for (const auto& h : ph_h)
+      for (const auto& w : ph_w) {
+        if (h.out == 0 || w.out == 0) continue;
+        if (h.taps == 0 || w.taps == 0) {
+          zeros.emplace_back(h.first, w.first);
+          continue;
+        }
+        at::Tensor f = weight_.slice(2, h.r0, h.r0 + (h.taps - 1) * h.step + 1, h.step)
+                           .slice(3, w.r0, w.r0 + (w.taps - 1) * w.step + 1, w.step)
+                           .flip({2, 3})
+                           .permute({1, 2, 3, 0});  // [C][taps_h][taps_w][K]
+        if (c.c_pad != g_.C) {
+          at::Tensor p = at::zeros({c.c_pad, h.taps, w.taps, g_.K}, f.options());
+          p.narrow(0, 0, g_.C).copy_(f);
+          f = p;
+        } else {
+          f = f.contiguous();
+        }
+        fastcnn_sm90_fprop_args a{};
+        fastcnn_sm90_conv& s = a.shape;
+        s.N = g_.N; s.H = h.in_len; s.W = w.in_len; s.C = g_.K;
+        s.K = c.c_pad; s.R = h.taps; s.S = w.taps; s.P = h.out; s.Q = w.out;
+        s.pad_h = h.pad_lo; s.pad_h_end = h.pad_hi; s.pad_w = w.pad_lo; s.pad_w_end = w.pad_hi;
+        s.stride_h = s.stride_w = 1;
+        s.dil_h = h.dil; s.dil_w = w.dil;
+        s.dtype = table_dtype(input_.scalar_type());
+        a.x = static_cast<const char*>(dy.data_ptr()) + (h.in_start * dys[1] + w.in_start * dys[2]) * es;
+        a.w = f.data_ptr();
+        a.y = static_cast<char*>(dx.data_ptr()) + (h.first * dxs[1] + w.first * dxs[2]) * es;
+        for (int i = 0; i < 3; ++i) a.x_stride[i] = dys[i];
+        a.y_stride[0] = dxs[0];
+        a.y_stride[1] = g_.sh * dxs[1];
+        a.y_stride[2] = g_.sw * dxs[2];
+        if (t->fprop_can_implement(&a) != FASTCNN_SM90_OK)
+          return reject("dgrad", std::string(kKernelRejects) + " (stride phase " + std::to_string(h.first) + ", " +
+                                     std::to_string(w.first) + " on the fprop kernel)");
+        runs.push_back(a);
+        filters.push_back(std::move(f));
+      }
+    const cudaStream_t stream = current_stream();
+    for (const auto& a : runs) {
+      size_t bytes = 0;
+      check_run(t->fprop_workspace_bytes(&a, &bytes), "dgrad");
+      const at::Tensor ws = workspace(bytes, input_);
+      check_run(t->fprop_run(&a, ws.data_ptr(), bytes, stream), "dgrad");
+    }
+    for (const auto& z : zeros) dx.slice(2, z.first, g_.H, g_.sh).slice(3, z.second, g_.W, g_.sw).zero_();
+  }
   if (c.c_pad != g_.C) grad_input.copy_(dx.narrow(1, 0, g_.C));
   return true;
 }

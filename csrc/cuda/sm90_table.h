@@ -46,12 +46,15 @@ enum fastcnn_sm90_status {
   FASTCNN_SM90_NOT_BUILT = 5        /* this dtype has no kernel in this build */
 };
 
-/* A 2-d convolution in PyTorch's terms (symmetric padding, floor output size). */
+/* A 2-d convolution (cross-correlation, floor output size). */
 struct fastcnn_sm90_conv {
-  int64_t N, H, W, C; /* input [N, H, W, C] */
-  int64_t K, R, S;    /* weight [K, R, S, C] */
-  int64_t P, Q;       /* output [N, P, Q, K] */
-  int64_t pad_h, pad_w, stride_h, stride_w, dil_h, dil_w;
+  int64_t N, H, W, C;       /* input [N, H, W, C] */
+  int64_t K, R, S;          /* weight [K, R, S, C] */
+  int64_t P, Q;             /* output [N, P, Q, K] */
+  int64_t pad_h, pad_w;     /* zero rows / columns before the input (PyTorch's padding) */
+  int64_t pad_h_end, pad_w_end; /* after it: pad_h, pad_w for PyTorch's convs; the dgrad stride
+                                   phases (sm90_path.h) need other values */
+  int64_t stride_h, stride_w, dil_h, dil_w;
   int32_t dtype; /* fastcnn_sm90_dtype */
 };
 

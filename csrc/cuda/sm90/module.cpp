@@ -7,16 +7,18 @@
 #include "cuda/sm90_table.h"
 #include "cutlass/version.h"
 
-#ifndef FASTCNN_SM90_NVCC_VERSION
-#define FASTCNN_SM90_NVCC_VERSION "unknown"
-#endif
-
 namespace {
 
+// setup.py passes the nvcc release that compiled the TUs (this file is host-compiled).
 #define FASTCNN_STR2(x) #x
 #define FASTCNN_STR(x) FASTCNN_STR2(x)
+#if defined(FASTCNN_SM90_NVCC_MAJOR) && defined(FASTCNN_SM90_NVCC_MINOR)
+#define FASTCNN_SM90_NVCC FASTCNN_STR(FASTCNN_SM90_NVCC_MAJOR) "." FASTCNN_STR(FASTCNN_SM90_NVCC_MINOR)
+#else
+#define FASTCNN_SM90_NVCC "unknown"
+#endif
 const char kBuild[] = "CUTLASS " FASTCNN_STR(CUTLASS_MAJOR) "." FASTCNN_STR(CUTLASS_MINOR) "." FASTCNN_STR(
-    CUTLASS_PATCH) ", sm_90a, nvcc " FASTCNN_SM90_NVCC_VERSION;
+    CUTLASS_PATCH) ", sm_90a, nvcc " FASTCNN_SM90_NVCC;
 
 // Per pass: the built dtypes; any other dtype answers FASTCNN_SM90_NOT_BUILT.
 int32_t fprop_can_implement(const fastcnn_sm90_fprop_args* a) {

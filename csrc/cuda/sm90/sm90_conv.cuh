@@ -52,8 +52,7 @@
 #include "cutlass/gemm/kernel/gemm_universal.hpp"
 #include "cutlass/util/packed_stride.hpp"
 
-#include "cuda/sm90/sm90_kernels.h"
-#include "cuda/sm90_table.h"
+#include "cuda/sm90/sm90_common.cuh"
 
 #if !defined(NDEBUG)
 // Device asserts put calls into the wgmma pipeline: ptxas serialises every wgmma (warning C7510).
@@ -194,137 +193,6 @@ struct GemmConfig {
 };
 
 // ---------------------------------------------------------------------------------------------
-// Host helpers
-
-constexpr int64_t kInt32Max = 2147483647;
-constexpr int64_t kTmaMaxStrideBytes = int64_t(1) << 40;  // cuTensorMapEncode: strides < 2^40 bytes
-
-inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
-inline int current_device() {
-  int dev = 0;
-  return cudaGetDevice(&dev) == cudaSuccess ? dev : -1;
-}
-
-// cudaFuncSetAttribute(MaxDynamicSharedMemorySize) once per device and kernel. Not a stream operation,
-// so it is also legal while a stream is being captured; doing it once keeps it off the hot path.
-template <class KernelFn>
-bool ensure_smem(KernelFn fn, int smem_bytes) {
-  static std::atomic<uint64_t> done{0};
-  const int dev = current_device();
-  if (dev < 0) return false;
-  const uint64_t bit = uint64_t(1) << (dev & 63);
-  if (done.load(std::memory_order_acquire) & bit) return true;
-  if (smem_bytes >= (48 << 10) &&
-      cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes) != cudaSuccess)
-    return false;
-  done.fetch_or(bit, std::memory_order_acq_rel);
-  return true;
-}
-
-// The TMA rules of one NHWC operand: channel stride 1, 16-byte aligned base and strides, strides
-// under the descriptor limit.
-inline bool tma_nhwc_ok(const void* p, const int64_t st[3], int64_t elem_bytes) {
-  if (!p || !aligned16(p)) return false;
-  for (int i = 0; i < 3; ++i)
-    if (st[i] < 0 || (st[i] * elem_bytes) % 16 != 0 || st[i] * elem_bytes >= kTmaMaxStrideBytes) return false;
-  return true;
-}
-
-// A fixed-size table of CUTLASS Params keyed by the call's (device, arguments). Lookup is a linear
-// compare over a few hundred bytes: far below the few microseconds of descriptor encoding it saves.
-template <class Params, int kWords, int kEntries = 16>
-class ParamsCache {
- public:
-  using Key = std::array<int64_t, kWords>;
-  template <class Make>
-  bool get(const Key& key, Params& out, Make&& make) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      for (int i = 0; i < used_; ++i)
-        if (keys_[i] == key) {
-          out = params_[i];
-          return true;
-        }
-    }
-    if (!make(out)) return false;
-    std::lock_guard<std::mutex> lock(mu_);
-    const int slot = used_ < kEntries ? used_++ : (next_++ % kEntries);
-    keys_[slot] = key;
-    params_[slot] = out;
-    return true;
-  }
-
- private:
-  std::mutex mu_;
-  Key keys_[kEntries];
-  Params params_[kEntries];
-  int used_ = 0;
-  unsigned next_ = 0;
-};
-
-inline int64_t ptr_word(const void* p) { return static_cast<int64_t>(reinterpret_cast<uintptr_t>(p)); }
-
-// Append the conv shape to a key.
-template <size_t N>
-void put_shape(std::array<int64_t, N>& k, size_t& i, const fastcnn_sm90_conv& s) {
-  const int64_t v[] = {s.N, s.H, s.W, s.C, s.K, s.R, s.S, s.P, s.Q,
-                       s.pad_h, s.pad_w, s.stride_h, s.stride_w, s.dil_h, s.dil_w, s.dtype};
-  for (int64_t x : v) k[i++] = x;
-}
-
-// Sizes CUTLASS's ConvProblemShape holds as int, and its own output size, must agree with ours.
-inline bool shape_ok(const fastcnn_sm90_conv& s) {
-  const int64_t v[] = {s.N, s.H, s.W, s.C, s.K, s.R, s.S, s.P, s.Q};
-  for (int64_t x : v)
-    if (x <= 0 || x > kInt32Max) return false;
-  if (s.pad_h < 0 || s.pad_w < 0 || s.stride_h < 1 || s.stride_w < 1 || s.dil_h < 1 || s.dil_w < 1) return false;
-  if (s.pad_h > 256 || s.pad_w > 256 || s.stride_h > kInt32Max || s.stride_w > kInt32Max || s.dil_h > 256 ||
-      s.dil_w > 256)
-    return false;
-  const int64_t P = (s.H + 2 * s.pad_h - s.dil_h * (s.R - 1) - 1) / s.stride_h + 1;
-  const int64_t Q = (s.W + 2 * s.pad_w - s.dil_w * (s.S - 1) - 1) / s.stride_w + 1;
-  if (s.H + 2 * s.pad_h < s.dil_h * (s.R - 1) + 1 || s.W + 2 * s.pad_w < s.dil_w * (s.S - 1) + 1) return false;
-  if (P != s.P || Q != s.Q) return false;
-  // GEMM extents CUTLASS indexes with int32: pixels of either side, and the reduction of wgrad.
-  if (s.N * s.P * s.Q > kInt32Max || s.N * s.H * s.W > kInt32Max || s.K * s.R * s.S * s.C > kInt32Max) return false;
-  return true;
-}
-
-// ConvProblemShape from PyTorch-style sizes. act = the NHWC activation (x for fprop/wgrad, dx for
-// dgrad) with strides act_st; xformed = the NPQK side (y for fprop, dy for dgrad/wgrad).
-template <cutlass::conv::Operator Op>
-cutlass::conv::ConvProblemShape<Op, 2> make_problem(const fastcnn_sm90_conv& s, const int64_t act_st[3],
-                                                    const int64_t xformed_st[3]) {
-  using PS = cutlass::conv::ConvProblemShape<Op, 2>;
-  typename PS::TensorExtent shape_act{int(s.N), int(s.H), int(s.W), int(s.C)};
-  typename PS::TensorStride stride_act{act_st[0], act_st[1], act_st[2], 1};
-  typename PS::TensorExtent shape_flt{int(s.K), int(s.R), int(s.S), int(s.C)};
-  typename PS::TensorStride stride_flt{s.R * s.S * s.C, s.S * s.C, s.C, 1};
-  typename PS::TensorStride stride_xformed{xformed_st[0], xformed_st[1], xformed_st[2], 1};
-  typename PS::ShapePadding pad{int(s.pad_h), int(s.pad_w)};
-  typename PS::TraversalStride tstride{int(s.stride_h), int(s.stride_w)};
-  typename PS::ShapeDilation dil{int(s.dil_h), int(s.dil_w)};
-  return PS(cutlass::conv::Mode::kCrossCorrelation, shape_act, stride_act, shape_flt, stride_flt, stride_xformed,
-            pad, pad, tstride, dil, 1);
-}
-
-// The epilogue's NHWC stride ((w, h, n), 1, 0) set by hand: no make_cute_packed_stride overload
-// takes general output strides for fprop/dgrad.
-template <class Stride>
-Stride nhwc_epilogue_stride(const int64_t st[3]) {
-  Stride d{};
-  get<0, 0>(d) = st[2];
-  get<0, 1>(d) = st[1];
-  get<0, 2>(d) = st[0];
-  return d;
-}
-
-inline int32_t launch_status() {
-  return cudaPeekAtLastError() == cudaSuccess ? FASTCNN_SM90_OK : FASTCNN_SM90_CUDA_ERROR;
-}
-
-// ---------------------------------------------------------------------------------------------
 // fprop
 
 template <class Cfg>
@@ -370,17 +238,17 @@ struct Fprop {
     if (!a || !args_ok(*a)) return FASTCNN_SM90_BAD_ARGS;
     static ParamsCache<Params, 40> cache;
     typename ParamsCache<Params, 40>::Key key{};
-    size_t i = 0;
-    key[i++] = current_device();
-    put_shape(key, i, a->shape);
-    const void* ptrs[] = {a->x, a->w, a->bias, a->res, a->y};
-    for (const void* p : ptrs) key[i++] = ptr_word(p);
+    KeyWriter<40> kw{key};
+    kw.put(current_device());
+    kw.put(a->shape);
+    for (const void* p : {a->x, a->w, a->bias, a->res, static_cast<const void*>(a->y)}) kw.put(p);
     for (int j = 0; j < 3; ++j) {
-      key[i++] = a->x_stride[j];
-      key[i++] = a->res ? a->res_stride[j] : 0;
-      key[i++] = a->y_stride[j];
+      kw.put(a->x_stride[j]);
+      kw.put(a->res ? a->res_stride[j] : 0);
+      kw.put(a->y_stride[j]);
     }
-    key[i++] = a->relu;
+    kw.put(a->relu);
+    if (!kw.ok()) return FASTCNN_SM90_BAD_ARGS;
     Params params;
     if (!cache.get(key, params, [&](Params& p) {
           const auto args = arguments(*a);
@@ -390,7 +258,8 @@ struct Fprop {
         }))
       return FASTCNN_SM90_NOT_IMPLEMENTED;
     const int smem = Kernel::SharedStorageSize;
-    if (!ensure_smem(cutlass::device_kernel<Kernel>, smem)) return FASTCNN_SM90_CUDA_ERROR;
+    static std::atomic<uint64_t> smem_set{0};
+    if (!ensure_smem(cutlass::device_kernel<Kernel>, smem, smem_set)) return FASTCNN_SM90_CUDA_ERROR;
     cutlass::device_kernel<Kernel><<<Kernel::get_grid_shape(params), Kernel::get_block_shape(), smem, stream>>>(params);
     return launch_status();
   }
@@ -439,16 +308,17 @@ struct Dgrad {
     if (!a || !args_ok(*a)) return FASTCNN_SM90_BAD_ARGS;
     static ParamsCache<Params, 32> cache;
     typename ParamsCache<Params, 32>::Key key{};
-    size_t i = 0;
-    key[i++] = current_device();
-    put_shape(key, i, a->shape);
-    key[i++] = ptr_word(a->dy);
-    key[i++] = ptr_word(a->w);
-    key[i++] = ptr_word(a->dx);
+    KeyWriter<32> kw{key};
+    kw.put(current_device());
+    kw.put(a->shape);
+    kw.put(a->dy);
+    kw.put(a->w);
+    kw.put(a->dx);
     for (int j = 0; j < 3; ++j) {
-      key[i++] = a->dy_stride[j];
-      key[i++] = a->dx_stride[j];
+      kw.put(a->dy_stride[j]);
+      kw.put(a->dx_stride[j]);
     }
+    if (!kw.ok()) return FASTCNN_SM90_BAD_ARGS;
     Params params;
     if (!cache.get(key, params, [&](Params& p) {
           const auto args = arguments(*a);
@@ -458,7 +328,8 @@ struct Dgrad {
         }))
       return FASTCNN_SM90_NOT_IMPLEMENTED;
     const int smem = Kernel::SharedStorageSize;
-    if (!ensure_smem(cutlass::device_kernel<Kernel>, smem)) return FASTCNN_SM90_CUDA_ERROR;
+    static std::atomic<uint64_t> smem_set{0};
+    if (!ensure_smem(cutlass::device_kernel<Kernel>, smem, smem_set)) return FASTCNN_SM90_CUDA_ERROR;
     cutlass::device_kernel<Kernel><<<Kernel::get_grid_shape(params), Kernel::get_block_shape(), smem, stream>>>(params);
     return launch_status();
   }
@@ -589,13 +460,14 @@ struct Wgrad {
 
     static ParamsCache<Split, 28, 8> cache;
     typename ParamsCache<Split, 28, 8>::Key key{};
-    size_t i = 0;
-    key[i++] = current_device();
-    put_shape(key, i, a->shape);
-    key[i++] = ptr_word(a->dy);
-    key[i++] = ptr_word(a->x);
-    key[i++] = ptr_word(workspace);
-    key[i++] = a->num_sms;
+    KeyWriter<28> kw{key};
+    kw.put(current_device());
+    kw.put(a->shape);
+    kw.put(a->dy);
+    kw.put(a->x);
+    kw.put(workspace);
+    kw.put(a->num_sms);
+    if (!kw.ok()) return FASTCNN_SM90_BAD_ARGS;
     Split sp;
     if (!cache.get(key, sp, [&](Split& out) {
           for (int64_t j = 0; j < splits; ++j) {
@@ -610,7 +482,8 @@ struct Wgrad {
 
     const int smem = Kernel::SharedStorageSize;
     auto* fn = wgrad_split_kernel<Kernel, kMaxSplits>;
-    if (!ensure_smem(fn, smem)) return FASTCNN_SM90_CUDA_ERROR;
+    static std::atomic<uint64_t> smem_set{0};
+    if (!ensure_smem(fn, smem, smem_set)) return FASTCNN_SM90_CUDA_ERROR;
     dim3 grid = Kernel::get_grid_shape(sp.p[0]);  // (M tiles, N tiles, 1): the same for every chunk
     grid.z = static_cast<unsigned>(splits);
     fn<<<grid, Kernel::get_block_shape(), smem, stream>>>(sp);
@@ -695,11 +568,13 @@ struct Gemm {
     if (need > 0 && (!workspace || workspace_bytes_ < need)) return FASTCNN_SM90_WORKSPACE;
     static ParamsCache<Params, 20> cache;
     typename ParamsCache<Params, 20>::Key key{};
-    size_t i = 0;
-    const int64_t v[] = {current_device(), a->M, a->N, a->K, a->dtype, ptr_word(a->x), a->x_ld, ptr_word(a->w),
-                         ptr_word(a->bias), ptr_word(a->res), a->res ? a->res_ld : 0, ptr_word(a->y), a->y_ld,
-                         a->relu, a->num_sms, ptr_word(need ? workspace : nullptr)};
-    for (int64_t x : v) key[i++] = x;
+    KeyWriter<20> kw{key};
+    for (int64_t x : {int64_t(current_device()), a->M, a->N, a->K, int64_t(a->dtype), a->x_ld,
+                      a->res ? a->res_ld : 0, a->y_ld, int64_t(a->relu), int64_t(a->num_sms)})
+      kw.put(x);
+    for (const void* p : {a->x, a->w, a->bias, a->res, static_cast<const void*>(a->y), need ? workspace : nullptr})
+      kw.put(p);
+    if (!kw.ok()) return FASTCNN_SM90_BAD_ARGS;
     Params params;
     if (!cache.get(key, params, [&](Params& p) {
           if (!Kernel::can_implement(args)) return false;
@@ -711,7 +586,8 @@ struct Gemm {
     if (need > 0 && Kernel::initialize_workspace(args, workspace, stream, nullptr) != cutlass::Status::kSuccess)
       return FASTCNN_SM90_CUDA_ERROR;
     const int smem = Kernel::SharedStorageSize;
-    if (!ensure_smem(cutlass::device_kernel<Kernel>, smem)) return FASTCNN_SM90_CUDA_ERROR;
+    static std::atomic<uint64_t> smem_set{0};
+    if (!ensure_smem(cutlass::device_kernel<Kernel>, smem, smem_set)) return FASTCNN_SM90_CUDA_ERROR;
     cutlass::device_kernel<Kernel><<<Kernel::get_grid_shape(params), Kernel::get_block_shape(), smem, stream>>>(params);
     return launch_status();
   }
@@ -720,64 +596,3 @@ struct Gemm {
 }  // namespace sm90
 }  // namespace fastcnn
 
-// Facts of a TU's kernel as one string in the object's read-only data, read by tools/sm90_check.py:
-// the dynamic shared memory a launch requests is a compile-time constant that the SASS does not show.
-namespace fastcnn {
-namespace sm90 {
-struct KernelInfo {
-  char text[160];
-  constexpr KernelInfo(const char* tag, long long smem, long long threads, long long stages, long long tm,
-                       long long tn, long long tk)
-      : text() {
-    int i = 0;
-    auto put = [&](const char* s) {
-      while (*s && i < 150) text[i++] = *s++;
-    };
-    auto num = [&](long long v) {
-      char d[24] = {};
-      int n = 0;
-      do {
-        d[n++] = char('0' + v % 10);
-        v /= 10;
-      } while (v && n < 20);
-      while (n && i < 150) text[i++] = d[--n];
-    };
-    put("FASTCNN_SM90_INFO tu=");
-    put(tag);
-    put(" smem=");
-    num(smem);
-    put(" threads=");
-    num(threads);
-    put(" stages=");
-    num(stages);
-    put(" tile=");
-    num(tm);
-    put("x");
-    num(tn);
-    put("x");
-    num(tk);
-  }
-};
-}  // namespace sm90
-}  // namespace fastcnn
-
-#define FASTCNN_SM90_KERNEL_INFO(NAME, KERNEL)                                                                \
-  extern "C" __attribute__((used)) const fastcnn::sm90::KernelInfo fastcnn_sm90_info_##NAME{                 \
-      #NAME, KERNEL::SharedStorageSize, KERNEL::MaxThreadsPerBlock, KERNEL::DispatchPolicy::Stages,           \
-      cute::size<0>(typename KERNEL::TileShape{}), cute::size<1>(typename KERNEL::TileShape{}),               \
-      cute::size<2>(typename KERNEL::TileShape{})};
-
-// One TU's entry points, C linkage, named fastcnn_sm90_<pass>_<tag>_<fn>; sm90_kernels.h declares them
-// (a signature that drifts from the declaration is a compile error: C functions cannot overload).
-#define FASTCNN_SM90_ENTRY_POINTS(PASS, TAG, IMPL, ARGS)                                                   \
-  FASTCNN_SM90_KERNEL_INFO(PASS##_##TAG, IMPL::Kernel)                                                    \
-  extern "C" int32_t fastcnn_sm90_##PASS##_##TAG##_can_implement(const ARGS* a) {                         \
-    return IMPL::can_implement(a);                                                                        \
-  }                                                                                                       \
-  extern "C" int32_t fastcnn_sm90_##PASS##_##TAG##_workspace_bytes(const ARGS* a, size_t* bytes) {        \
-    return IMPL::workspace_bytes(a, bytes);                                                               \
-  }                                                                                                       \
-  extern "C" int32_t fastcnn_sm90_##PASS##_##TAG##_run(const ARGS* a, void* ws, size_t ws_bytes,          \
-                                                       struct CUstream_st* stream) {                      \
-    return IMPL::run(a, ws, ws_bytes, stream);                                                            \
-  }
