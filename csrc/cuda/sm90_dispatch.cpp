@@ -30,6 +30,13 @@ using fastcnn::sm90::Mode;
 using fastcnn::sm90::Pass;
 using fastcnn::sm90::Path;
 
+// Whether the hooks need to decide at all: off never takes the path, and auto does not while
+// kAutoValidated is false (the default path then costs one atomic load per call, no rule).
+bool consider() {
+  const Mode m = fastcnn::sm90::current_mode();
+  return m == Mode::Force || (m == Mode::Auto && fastcnn::sm90::kAutoValidated);
+}
+
 // A rejected call: a ValueError under FASTCNN_SM90=force, else the existing kernels.
 bool reject(const char* pass, const std::string& reason) {
   TORCH_CHECK_VALUE(fastcnn::sm90::current_mode() != Mode::Force, "conv ", pass,
@@ -44,7 +51,7 @@ const char kSimReason[] = "the cuda-sim build has no sm90 path (TMA and wgmma ar
 
 bool sm90_conv_forward(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
                        const std::optional<at::Tensor>&, const ConvGeom&, Activation, bool, at::Tensor&) {
-  return fastcnn::sm90::current_mode() == Mode::Off ? false : reject("fprop", kSimReason);
+  return !consider() ? false : reject("fprop", kSimReason);
 }
 
 Sm90Backward::Sm90Backward(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
@@ -52,11 +59,11 @@ Sm90Backward::Sm90Backward(const at::Tensor& grad_output, const at::Tensor& inpu
     : grad_output_(grad_output), input_(input), weight_(weight), output_(output), g_(g), act_(act), tf32_(tf32) {}
 
 bool Sm90Backward::dgrad(at::Tensor&) {
-  return fastcnn::sm90::current_mode() == Mode::Off ? false : reject("dgrad", kSimReason);
+  return !consider() ? false : reject("dgrad", kSimReason);
 }
 
 bool Sm90Backward::wgrad(at::Tensor&) {
-  return fastcnn::sm90::current_mode() == Mode::Off ? false : reject("wgrad", kSimReason);
+  return !consider() ? false : reject("wgrad", kSimReason);
 }
 
 const at::Tensor& Sm90Backward::grad() { return grad_output_; }
@@ -173,7 +180,7 @@ const char kKernelRejects[] = "the kernel's can_implement rejects the problem";
 bool sm90_conv_forward(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                        const std::optional<at::Tensor>& residual, const ConvGeom& g, Activation act, bool tf32,
                        at::Tensor& out) {
-  if (fastcnn::sm90::current_mode() == Mode::Off) return false;
+  if (!consider()) return false;
   fastcnn::sm90::Query q = base_query(input, weight, g, tf32);
   if (residual.has_value()) q.residual = facts(*residual);
   if (bias.has_value()) {
@@ -268,7 +275,7 @@ const at::Tensor& Sm90Backward::grad() {
 }
 
 bool Sm90Backward::dgrad(at::Tensor& grad_input) {
-  if (fastcnn::sm90::current_mode() == Mode::Off) return false;
+  if (!consider()) return false;
   const Choice c = fastcnn::sm90::choose(base_query(input_, weight_, g_, tf32_), Pass::Dgrad);
   if (c.path == Path::Fallback) return reject("dgrad", c.reason);
   const fastcnn_sm90_table* t = fastcnn::sm90::table();
@@ -360,7 +367,7 @@ bool Sm90Backward::dgrad(at::Tensor& grad_input) {
 }
 
 bool Sm90Backward::wgrad(at::Tensor& grad_weight) {
-  if (fastcnn::sm90::current_mode() == Mode::Off) return false;
+  if (!consider()) return false;
   const Choice c = fastcnn::sm90::choose(base_query(input_, weight_, g_, tf32_), Pass::Wgrad);
   if (c.path == Path::Fallback) return reject("wgrad", c.reason);
   const fastcnn_sm90_table* t = fastcnn::sm90::table();
