@@ -244,11 +244,15 @@ Choice choose(const Query& q, Pass pass) {
     return no("(kernel - 1) * dilation = (" + str(off_h) + ", " + str(off_w) + ") >= " + str(kOffsetLimit) +
               " (TMA im2col offsets)");
   const bool phased = pass == Pass::Dgrad && (g.sh != 1 || g.sw != 1);
-  int64_t phases = 0;
+  int64_t phases = 0, zero_phases = 0;
   if (phased) {  // the fprop kernel per stride phase: its limits per phase
     for (const PhaseAxis& h : dgrad_phases(g.H, g.P, g.R, g.sh, g.ph, g.dh))
       for (const PhaseAxis& w : dgrad_phases(g.W, g.Q, g.S, g.sw, g.pw, g.dw)) {
-        if (h.out == 0 || w.out == 0 || h.taps == 0 || w.taps == 0) continue;
+        if (h.out == 0 || w.out == 0) continue;
+        if (h.taps == 0 || w.taps == 0) {
+          ++zero_phases;
+          continue;
+        }
         const std::string why = phase_limits(h, w);
         if (!why.empty()) return no(why);
         ++phases;
@@ -289,7 +293,8 @@ Choice choose(const Query& q, Pass pass) {
                      (is_gemm ? ": persistent 1x1 GEMM" : ": implicit GEMM (TMA im2col)");
   if (phased)
     what += ", stride (" + str(g.sh) + ", " + str(g.sw) + ") as " + str(phases) +
-            " unit-stride phase convolutions on the fprop kernel";
+            " unit-stride phase convolutions on the fprop kernel" +
+            (zero_phases ? " (" + str(zero_phases) + " phases zero)" : "");
   if (padded) what += ", input channels padded " + str(g.C) + " -> " + str(c.c_pad);
   if (q.mode == Mode::Auto && !kAutoValidated)
     return no("eligible (" + std::string(path_name(path)) + ": " + what +

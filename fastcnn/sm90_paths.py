@@ -17,7 +17,8 @@ def main(argv=None) -> int:
     parser.add_argument("--nets", default=None, help="comma-separated subset of lenet5,alexnet,googlenet,resnet50")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32", "float64"])
     parser.add_argument("--capability", default="9.0", help="compute capability to decide for (default 9.0)")
-    parser.add_argument("--mode", default="force", choices=sm90.MODES, help="FASTCNN_SM90 to decide for (default force)")
+    parser.add_argument("--mode", default="force", choices=sm90.MODES,
+                        help="FASTCNN_SM90 to decide for (default force)")
     parser.add_argument("--as-built", action="store_true",
                         help="use this installation's _C_sm90 availability instead of assuming it is loaded")
     parser.add_argument("--nchw", action="store_true", help="NCHW tensors instead of channels_last")

@@ -3,6 +3,8 @@
 
     python3 tools/sm90_check.py [--jobs N] [--csv bench/results/sm90_sass.csv] [--tu fprop_bf16 ...]
 
+(--tu rebuilds only those TUs and replaces their rows in the CSV.)
+
 (`make sm90-check`). No GPU needed. Installs the pinned CUTLASS headers and the cuobjdump/nvdisasm
 wheels with --no-deps when missing, then per TU runs exactly
 
@@ -31,6 +33,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import sysconfig
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -260,20 +263,37 @@ def main(argv=None) -> int:
                     failures.append(f"{name} {row['kernel']}: SASS lacks HGMMA or UTMALDG "
                                     f"(HGMMA {counts['HGMMA']}, UTMALDG {counts['UTMALDG']})")
 
+    # The extension's host-compiled module (the table + PyInit): a syntax check with the Python and
+    # CUTLASS headers, so a CUDA build's host side is known to compile too.
+    module = os.path.join("csrc", "cuda", "sm90", "module.cpp")
+    cxx = os.environ.get("CXX", "c++")
+    pyinc = sysconfig.get_paths()["include"]
+    p = subprocess.run([cxx, "-std=c++17", "-fsyntax-only", "-Wall", "-Wextra", "-Werror", "-Icsrc",
+                        "-isystem", f"{cutlass}/include", "-isystem", pyinc, module], cwd=REPO, capture_output=True,
+                       text=True)
+    print(f"  {cxx} -fsyntax-only {module}: rc={p.returncode}", flush=True)
+    if p.returncode != 0:
+        print(p.stdout + p.stderr)
+        failures.append(f"{module}: host syntax check failed")
+
     rows.sort(key=lambda r: (r["tu"], r["kernel"]))
     stamp = {"nvcc": nvcc_version.group(1) if nvcc_version else "?",
              "cutlass": CUTLASS_PIN.split("==")[1], "sass_tools": SASS_TOOL_PINS[0].split("==")[1],
              "git_sha": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                                        text=True).stdout.strip(),
              "timestamp": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
-    if rows and not args.tu:
+    if rows:
+        out_rows = [{**r, **stamp} for r in rows]
+        if args.tu and os.path.exists(args.csv):  # --tu: replace those TUs' rows, keep the others
+            with open(args.csv, newline="") as f:
+                kept = [r for r in csv.DictReader(f) if r["tu"] not in args.tu]
+            out_rows = sorted(kept + out_rows, key=lambda r: (r["tu"], r["kernel"]))
         os.makedirs(os.path.dirname(args.csv), exist_ok=True)
         with open(args.csv, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]) + list(stamp))
             w.writeheader()
-            for r in rows:
-                w.writerow({**r, **stamp})
-        print(f"sm90-check: wrote {len(rows)} rows to {os.path.relpath(args.csv, REPO)}")
+            w.writerows(out_rows)
+        print(f"sm90-check: wrote {len(out_rows)} rows to {os.path.relpath(args.csv, REPO)}")
     hdr = f"{'tu':14s} {'kernel':44s} {'regs':>4s} {'spill':>5s} {'smem':>7s} {'HGMMA':>5s} {'UTMALDG':>7s}"
     print(hdr)
     for r in rows:

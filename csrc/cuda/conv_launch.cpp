@@ -69,7 +69,7 @@ at::Tensor conv_forward_cuda(const at::Tensor& input, const at::Tensor& weight, 
   const at::MemoryFormat fmt = conv_memory_format(input, weight);
   at::Tensor out = new_output({g.N, g.K, g.P, g.Q}, input.options().memory_format(fmt));
   if (out.numel() == 0) return out;
-  if (sm90_conv_forward(input, weight, bias, residual, g, act, tf32_allowed(input), out)) return out;  // Hopper path
+  if (sm90_conv_forward(input, weight, bias, residual, g, act, tf32_allowed(input), out)) return out;  // sm90 path
 
   const int64_t Cg = g.Cg();
   const int64_t cpad = conv_pad_channels(Cg, input.element_size());
@@ -146,11 +146,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_backward_cuda(
   const bool tf32 = tf32_allowed(input);
   const int64_t npix = g.N * g.P * g.Q;
 
-  Sm90Backward sm90(grad_output, input, weight, output, g, act, tf32);  // Hopper path (cuda/sm90_dispatch.h)
+  Sm90Backward hopper(grad_output, input, weight, output, g, act, tf32);  // sm90 path (cuda/sm90_dispatch.h)
   at::Tensor gx, gw, gb, ga;
   if (mask[0]) {
     gx = new_output(input.sizes(), opts.memory_format(fmt));
-    if (gx.numel() > 0 && !sm90.dgrad(gx)) {
+    if (gx.numel() > 0 && !hopper.dgrad(gx)) {
       at::Tensor wt = at::zeros({g.G, Cg, g.R, g.S, kpad}, weight.options());
       wt.narrow(4, 0, Kg).copy_(weight.reshape({g.G, Kg, Cg, g.R, g.S}).permute({0, 2, 3, 4, 1}));
       ConvDgradParams p{};
@@ -178,7 +178,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_backward_cuda(
     gw = new_output(weight.sizes(), opts.memory_format(weight.suggest_memory_format()));
     if (npix == 0) {
       gw.zero_();
-    } else if (!sm90.wgrad(gw)) {
+    } else if (!hopper.wgrad(gw)) {
       const at::Tensor x = act_operand(input, Cg);
       ConvWgradParams p{};
       p.s = g;

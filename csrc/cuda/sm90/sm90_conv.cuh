@@ -491,7 +491,8 @@ struct Wgrad {
 
     const auto& s = a->shape;
     const int threads = 256;
-    const int64_t blocks = std::min<int64_t>((slice + threads - 1) / threads, int64_t(8) * (a->num_sms > 0 ? a->num_sms : 132));
+    const int64_t sms = a->num_sms > 0 ? a->num_sms : 132;
+    const int64_t blocks = std::min<int64_t>((slice + threads - 1) / threads, 8 * sms);
     wgrad_reduce_kernel<Element><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
         ws, int(splits), slice, s.K, s.R, s.S, s.C, static_cast<Element*>(a->dw), a->dw_stride[0], a->dw_stride[1],
         a->dw_stride[2], a->dw_stride[3]);
@@ -572,7 +573,8 @@ struct Gemm {
     for (int64_t x : {int64_t(current_device()), a->M, a->N, a->K, int64_t(a->dtype), a->x_ld,
                       a->res ? a->res_ld : 0, a->y_ld, int64_t(a->relu), int64_t(a->num_sms)})
       kw.put(x);
-    for (const void* p : {a->x, a->w, a->bias, a->res, static_cast<const void*>(a->y), need ? workspace : nullptr})
+    for (const void* p : {a->x, a->w, a->bias, a->res, static_cast<const void*>(a->y),
+                          static_cast<const void*>(need ? workspace : nullptr)})
       kw.put(p);
     if (!kw.ok()) return FASTCNN_SM90_BAD_ARGS;
     Params params;
