@@ -4,9 +4,9 @@
     python3 tools/sm90_smoke.py
 
 With FASTCNN_SM90=force on the CUDA backend: fprop, dgrad and wgrad of an N = 8, 56x56, C = K = 64,
-3x3 conv (bf16, channels_last, bias, ReLU) at stride 1 and 2 against F.conv2d in float64 on the CPU;
-a pass the rule rejects (dgrad at stride 2) must raise ValueError under force and match the reference
-under off. Then the rejections (groups = 2, NCHW, odd K, float64, a misaligned view) must raise
+3x3 conv (bf16, channels_last, bias, ReLU) at stride 1 and 2 (dgrad as four stride-phase convs)
+against F.conv2d in float64 on the CPU, and dgrad/wgrad bitwise repeatable; a pass the rule rejects
+must raise ValueError under force and match the reference under off. Then the rejections (groups = 2, NCHW, odd K, float64, a misaligned view) must raise
 ValueError under force. Prints one PASS/FAIL line per check; exits non-zero on any failure.
 """
 
