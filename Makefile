@@ -14,7 +14,7 @@ NVCC ?= nvcc
 # Each test phase prints its wall time (CI's budget: the default suite within 15 minutes).
 TIMED := tools/timed.sh
 
-.PHONY: demo test test-triton install deps torch build cuda-check bench-cpu check clean
+.PHONY: demo test test-triton install deps torch build cuda-check sm90-check bench-cpu check clean
 
 # The main job (python -m fastcnn demo; outputs in ./demo-out). DEMO_ARGS passes options, e.g.
 # make demo DEMO_ARGS="--data ~/mnist --out /tmp/demo" (python -m fastcnn demo --help lists them).
@@ -69,6 +69,13 @@ install: deps
 # its time): nvcc for the .cu files, c++ -fsyntax-only for the launchers, MAX_JOBS at a time.
 cuda-check:
 	@NVCC="$(NVCC)" CXX="$(CXX)" PYTHON="$(PYTHON)" tools/cuda_check.sh
+
+# The Hopper path's translation units (csrc/cuda/sm90/*.cu, CUTLASS SM90), each compiled on its own
+# for sm_90a with the pinned CUTLASS headers; fails on serialised wgmma (ptxas C7510), on any spill,
+# or when a kernel's SASS lacks HGMMA/UTMALDG. Installs nvidia-cutlass==4.2.0.0 and the 13.2
+# cuobjdump/nvdisasm wheels with --no-deps when missing; writes bench/results/sm90_sass.csv. No GPU.
+sm90-check:
+	$(PYTHON) tools/sm90_check.py
 
 # The CPU op benchmark against PyTorch (oneDNN); rows appended to bench/results/cpu_ops.csv.
 bench-cpu: build

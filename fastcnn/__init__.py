@@ -20,9 +20,11 @@ from . import functional
 from ._backend import Dispatch, available_backends, backend, explain, get_backend, resolve, set_backend, _init_from_env
 from . import nn, models  # noqa: E402  (drop-in modules; networks with torchvision's names)
 from .fuse import fuse, FuseReport  # noqa: E402  (ordinary model -> fastcnn layers)
+from . import sm90  # noqa: E402  (the Hopper path: mode switch, _C_sm90 registration, path report)
 
 __all__ = ["functional", "nn", "models", "fuse", "FuseReport", "backend", "set_backend", "get_backend",
            "available_backends", "resolve", "explain", "Dispatch"]
 __version__ = "0.1.0"
 
 _init_from_env()
+sm90._init()
