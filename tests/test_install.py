@@ -1,0 +1,74 @@
+"""Installing: a build that cannot see torch (pip's default isolated build environment) stops within
+seconds with a message that names ``--no-build-isolation`` (never a bare ``No module named
+'torch'``), torch is never a build requirement, and the metadata is complete."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# setup.py as pip's isolated build runs it: torch cannot be imported (the process blocks the import;
+# the interpreter's own site-packages, which setup.py asks for the advice, still has torch).
+_ISOLATED = ("import sys; sys.modules['torch'] = None; sys.argv = ['setup.py', '--name']; "
+             "__file__ = 'setup.py'; exec(compile(open('setup.py').read(), 'setup.py', 'exec'))")
+
+
+def test_build_without_torch_fails_fast_and_names_no_build_isolation():
+    import torch
+
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", _ISOLATED], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    seconds = time.perf_counter() - t0
+    assert out.returncode != 0
+    msg = out.stderr
+    assert "pip install --no-build-isolation ." in msg, msg
+    assert f"torch {torch.__version__} is installed" in msg, msg  # it found the torch outside the build env
+    assert "No module named" not in msg and "Traceback" not in msg, msg
+    assert seconds < 30, seconds  # within seconds, before any compiling
+
+
+def test_torch_is_not_a_build_or_install_requirement():
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        meta = tomllib.load(f)
+    reqs = meta["build-system"]["requires"] + meta["project"]["dependencies"]
+    for extra in meta["project"]["optional-dependencies"].values():
+        reqs += extra
+    names = [r.split(";")[0].split("[")[0].strip().split("=")[0].split(">")[0].split("<")[0].lower() for r in reqs]
+    assert "torch" not in names, reqs
+
+
+def test_metadata_is_complete():
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        project = tomllib.load(f)["project"]
+    assert project["license"] == "BSD-3-Clause" and project["license-files"] == ["LICENSE"]
+    assert project["authors"] and project["readme"] == "README.md"
+    assert {"triton", "demo", "bench", "test"} <= set(project["optional-dependencies"])
+    for name in ("LICENSE", "CHANGELOG.md", "README.md", os.path.join("fastcnn", "py.typed")):
+        assert os.path.getsize(os.path.join(ROOT, name)) >= 0, name
+    with open(os.path.join(ROOT, "LICENSE")) as f:
+        assert "BSD 3-Clause License" in f.readline()
+
+
+@pytest.mark.slow
+def test_pip_wheel_with_build_isolation_fails_fast(tmp_path):
+    """The real command: ``pip wheel .`` with pip's isolated build (it installs setuptools from the
+    package index into the isolated environment, so this needs the index: --runslow)."""
+    src = tmp_path / "src"  # the working tree as it is (a clone would test the last commit)
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", "build", "*.so", "__pycache__", "*.egg-info",
+                                                              "demo-out", "bench-out", ".hypothesis"))
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--use-pep517", "-w",
+                          str(tmp_path / "w"), str(src)], capture_output=True, text=True, timeout=600)
+    seconds = time.perf_counter() - t0
+    log = out.stdout + out.stderr
+    assert out.returncode != 0, log
+    assert "--no-build-isolation" in log, log
+    assert seconds < 120, seconds
