@@ -439,7 +439,8 @@ def _rewrite_module(module: nn.Module, path: str, report: FuseReport):
     return _as_graph_module(module, graph)
 
 
-def fuse(model: nn.Module, *, inplace: bool = False, return_report: bool = False):
+def fuse(model: nn.Module, *, inplace: bool = False,
+         return_report: bool = False) -> nn.Module | tuple[nn.Module, FuseReport]:
     """``model`` rewritten with fastcnn layers (see the module docstring); with
     ``return_report=True``, ``(fused_model, FuseReport)``."""
     if not isinstance(model, nn.Module):

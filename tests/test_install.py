@@ -72,3 +72,34 @@ def test_pip_wheel_with_build_isolation_fails_fast(tmp_path):
     assert out.returncode != 0, log
     assert "--no-build-isolation" in log, log
     assert seconds < 120, seconds
+
+
+def test_public_api_is_annotated():
+    """Types (PEP 561): py.typed ships, and every public function, module constructor/forward and
+    model builder annotates each parameter and its return."""
+    import inspect
+
+    import fastcnn
+    import fastcnn.functional as FF
+    import fastcnn.models as M
+    import fastcnn.nn as fnn
+
+    assert os.path.exists(os.path.join(os.path.dirname(fastcnn.__file__), "py.typed"))
+    funcs = [getattr(FF, n) for n in ("conv2d", "conv2d_relu", "conv1x1", "max_pool2d", "add_relu")]
+    funcs += [fnn.conv_bn_act, fnn.fold_bn, fnn.clear_fold_cache, fnn.Conv2d.from_conv]
+    for cls in (fnn.Conv2d, fnn.Conv2dReLU, fnn.Conv1x1, fnn.MaxPool2d, fnn.AddReLU):
+        funcs += [cls.forward] + ([cls.__init__] if "__init__" in vars(cls) else [])
+    funcs += [M.MODELS[name] for name in M.MODELS] + [fastcnn.fuse, fastcnn.set_backend, fastcnn.get_backend,
+                                                       fastcnn.available_backends, fastcnn.resolve]
+    for cls in (M.LeNet5, M.AlexNet, M.GoogLeNet, M.ResNet):
+        funcs.append(cls.forward)
+    missing = []
+    for fn in funcs:
+        sig = inspect.signature(fn)
+        for name, p in sig.parameters.items():
+            if name not in ("self", "cls") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and \
+                    p.annotation is inspect.Parameter.empty:
+                missing.append(f"{fn.__qualname__}({name})")
+        if sig.return_annotation is inspect.Signature.empty and fn.__name__ != "__init__":
+            missing.append(f"{fn.__qualname__} -> ?")
+    assert not missing, missing
