@@ -212,7 +212,8 @@ def models_table(rows):
             "batch": r["batch"], "provider": r["provider"], "ms": _f(r["ms_p50"]),
             "p20-p80 ms": _spread(r.get("ms_p20"), r.get("ms_p80")), "images/s": _f(r.get("images_per_s")),
             "speedup": _f(r.get("speedup")), "rounds": r.get("rounds") or "1",
-            "speedup range": _spread(r.get("speedup_lo"), r.get("speedup_hi")),
+            "speedup range": (_spread(r.get("speedup_lo"), r.get("speedup_hi"))
+                              if int(_f(r.get("rounds")) or 1) > 1 else "-"),  # one round: no range
             "peak MB": _f(r.get("peak_mem_mb")), "graphs": r.get("cuda_graphs", "")} for r in rows]
     out = [{k: ("-" if v is None else v) for k, v in r.items()} for r in out]
     return common.markdown_table(out, ["network", "mode", "dtype", "layout", "batch", "provider", "ms", "p20-p80 ms",
@@ -239,7 +240,7 @@ def _plot_ops_speedup(plt, ops, base, path):
     speed = {(r["name"], r["provider"], r["mode"], r["dtype"], r["layout"]): _f(r.get("speedup")) for r in ops}
     height = 0.8 / max(1, len(provs))
     fig, axes = plt.subplots(1, len(cases), sharey=True, sharex=True, squeeze=False,
-                             figsize=(1.2 + 3.2 * len(cases), 1.6 + 0.16 * len(names) * max(1, len(provs) / 2)))
+                             figsize=(1.2 + 3.2 * len(cases), max(3.0, 1.6 + 0.16 * len(names) * max(1, len(provs) / 2))))
     top = 1.0
     for ax, case in zip(axes[0], cases):
         for i, p in enumerate(provs):
