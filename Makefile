@@ -56,6 +56,7 @@ torch:
 
 # Build and test dependencies; scikit-learn, matplotlib and tqdm are optional for the library but
 # the tests run the demo (digits data, the ablation plot).
+# setuptools >= 77 reads pyproject.toml's license string; a new Python 3.12 venv has no setuptools at all.
 deps: torch
 	@$(PYTHON) -c "import ninja, pybind11, pytest, hypothesis, sklearn, matplotlib, tqdm" 2>/dev/null || \
 	  $(PIP) install -q ninja pybind11 pytest hypothesis scikit-learn matplotlib tqdm
@@ -64,6 +65,8 @@ deps: torch
 	@$(PYTHON) -c "import sys, torch, triton; sys.exit(torch.version.cuda is None and triton.__version__ != '$(TRITON_VERSION)')" \
 	  2>/dev/null || $(PIP) install -q "triton==$(TRITON_VERSION)"
 	@$(PYTHON) -c "import numpy, triton; print('triton', triton.__version__, '| numpy', numpy.__version__)"
+	@$(PYTHON) -c "import setuptools, sys; sys.exit(int(setuptools.__version__.split('.')[0]) < 77)" 2>/dev/null || \
+	  $(PIP) install -q "setuptools>=77"
 
 # An editable install (fastcnn.kernels and fastcnn.bench map to kernels/ and bench/), then an
 # incremental in-place build of fastcnn._C (ninja recompiles only what changed; both steps share
