@@ -176,8 +176,9 @@ def _torch_pool(x, k, s, p, d, ceil):
         return F.max_pool2d(x, k, s, p, d, ceil, return_indices=True)
     except RuntimeError as e:
         # PyTorch's CPU channels_last kernel indexes with an integer of the value's width, so it
-        # refuses uint8/int8 maps with C*H*W > 127 (int16: > 32767); fastcnn has no such limit. The
-        # reference is then the NCHW result in the input's layout (the values and indices are the same).
+        # refuses uint8/int8 planes with H*W > 127 (int16: > 32767; measured on torch 2.13); fastcnn
+        # has no such limit. The reference is then the NCHW result in the input's layout (the values
+        # and indices are the same).
         if "integer_t" not in str(e):
             raise
         fmt = suggest_memory_format(x)
