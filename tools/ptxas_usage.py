@@ -3,6 +3,7 @@ shared memory), for sm_80 and sm_90, as CSV rows; used to show that a source cha
 generated code's resources as they were (diff two runs) and as evidence in bench/results.
 
     python tools/ptxas_usage.py --out build/ptxas_before.csv [--log build/ptxas_before.log] [files...]
+    python tools/ptxas_usage.py --diff build/ptxas_before.csv build/ptxas_after.csv
 
 Flags are `make cuda-check`'s (-O3, sm_80 + sm_90). Needs nvcc, no GPU.
 """
@@ -60,14 +61,46 @@ def compile_one(path: str, nvcc: str, log, root: str = HERE) -> list[dict]:
     return rows
 
 
+# nvcc names an anonymous namespace after a hash of the file's path: normalised for comparisons.
+ANON = re.compile(r"_GLOBAL__N__[0-9a-f]+_\d+_(\w+?)_cu_[0-9a-f]+_\d+")
+RES = ("registers", "spill_stores", "spill_loads", "stack", "smem", "barriers")
+
+
+def load(path: str) -> dict:
+    rows = {}
+    for r in csv.DictReader(open(path)):
+        rows[(ANON.sub(r"_GLOBAL__N_\1", r["kernel"]), r["arch"], r["file"])] = tuple(r[c] for c in RES)
+    return rows
+
+
+def diff(a_path: str, b_path: str) -> int:
+    a, b = load(a_path), load(b_path)
+    only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
+    changed = sorted(k for k in set(a) & set(b) if a[k] != b[k])
+    print(f"{a_path}: {len(a)} kernel x arch entries; {b_path}: {len(b)}")
+    print(f"only in the first: {len(only_a)}, only in the second: {len(only_b)}, resources differ: {len(changed)}")
+    for k in only_a[:20]:
+        print("  -", k[1], k[0])
+    for k in only_b[:20]:
+        print("  +", k[1], k[0])
+    for k in changed[:50]:
+        print(f"  {k[1]} {k[0]}: " + ", ".join(f"{c} {x}->{y}" for c, x, y in zip(RES, a[k], b[k]) if x != y))
+    return 1 if (only_a or only_b or changed) else 0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("files", nargs="*", help="default: csrc/cuda/*.cu")
-    ap.add_argument("--out", required=True, help="CSV path")
+    ap.add_argument("--out", help="CSV path")
+    ap.add_argument("--diff", nargs=2, metavar=("BEFORE", "AFTER"), help="compare two CSVs (exit 1 if they differ)")
     ap.add_argument("--log", help="raw ptxas output")
     ap.add_argument("--nvcc", default=os.environ.get("NVCC", "nvcc"))
     ap.add_argument("--root", default=HERE, help="source tree (default: this checkout)")
     args = ap.parse_args()
+    if args.diff:
+        sys.exit(diff(*args.diff))
+    if not args.out:
+        ap.error("--out is required")
     root = os.path.abspath(args.root)
     files = args.files or sorted(os.path.relpath(p, root) for p in glob.glob(os.path.join(root, "csrc/cuda/*.cu")))
     rows = []
