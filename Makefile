@@ -11,7 +11,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?= -q
 NVCC ?= nvcc
 
-.PHONY: demo test test-triton install deps torch build cuda-check bench-cpu check clean
+.PHONY: demo test test-triton install deps torch build cuda-check cuda-sim bench-cpu check clean
 
 # The main job (python -m fastcnn demo; outputs in ./demo-out). DEMO_ARGS passes options, e.g.
 # make demo DEMO_ARGS="--data ~/mnist --out /tmp/demo" (python -m fastcnn demo --help lists them).
@@ -21,7 +21,7 @@ demo: build
 	@$(PYTHON) -c "import sklearn, matplotlib, tqdm" 2>/dev/null || $(PIP) install -q scikit-learn matplotlib tqdm
 	$(PYTHON) -m fastcnn demo $(DEMO_ARGS)
 
-test: build
+test: build cuda-sim
 	$(PYTHON) -m pytest tests $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-triton
 
@@ -83,6 +83,14 @@ cuda-check:
 	      -isystem $${CUDA_HOME:-/usr/local/cuda}/include $$f || exit 1; \
 	  done; \
 	fi; echo "cuda-check: OK"
+
+# cuda-sim: the CUDA kernels and launchers compiled by the host compiler against a SIMT emulation
+# (fastcnn._C_cudasim; incremental, ninja). Skipped with the reason when no C++ compiler or no CUDA
+# headers are found; FASTCNN_SIM_ASAN_BUILD=1 also builds the AddressSanitizer variant. Not part
+# of `make demo` or of `pip install`.
+cuda-sim: build
+	@t0=$$(date +%s); $(PYTHON) tools/build_cudasim.py $(if $(filter 1,$(FASTCNN_SIM_ASAN_BUILD)),--asan) || exit 1; \
+	  echo "cuda-sim: build step $$(( $$(date +%s) - t0 )) s"
 
 # The CPU op benchmark against PyTorch (oneDNN); rows appended to bench/results/cpu_ops.csv.
 bench-cpu: build

@@ -259,9 +259,10 @@ unsigned grid_for(int64_t work, int64_t num_sms) {
 }
 
 // int32 index math while every index and the grid-stride overshoot stay below 2^31.
+// (cuda-sim's tests force the 64-bit and the scalar paths through FASTCNN_PICK.)
 bool narrow(int64_t a, int64_t b) {
   const int64_t lim = (int64_t(1) << 31) - (int64_t(1) << 26);
-  return a < lim && b < lim;
+  return a < lim && b < lim && FASTCNN_PICK("pool_index32", 1, 2);
 }
 
 template <typename T, typename I>
@@ -274,11 +275,11 @@ void forward_typed(const MaxPool2dParams& p, cudaStream_t stream) {
     PoolArgs<I> a = make_args<I>(p.g, total, p.g.C);
     a.d_a = Divider<I>::make(p.g.Q);
     a.d_b = Divider<I>::make(p.g.P);
-    pool_fwd_nchw<T, I><<<grid_for(total, p.num_sms), 256, 0, stream>>>(x, y, p.idx, a);
+    FASTCNN_LAUNCH(grid_for(total, p.num_sms), 256, 0, stream, pool_fwd_nchw<T, I>)(x, y, p.idx, a);
     return;
   }
   const bool vec = p.g.C % V == 0 && aligned16_host(p.x) && aligned16_host(p.y) &&
-                   (p.idx == nullptr || aligned16_host(p.idx));
+                   (p.idx == nullptr || aligned16_host(p.idx)) && FASTCNN_PICK("pool_vec", 1, 2);
   const int64_t cvn = vec ? p.g.C / V : p.g.C;
   const int64_t total = p.g.N * p.g.P * p.g.Q * cvn;
   PoolArgs<I> a = make_args<I>(p.g, total, cvn);
@@ -286,9 +287,9 @@ void forward_typed(const MaxPool2dParams& p, cudaStream_t stream) {
   a.d_b = Divider<I>::make(p.g.Q);
   a.d_c = Divider<I>::make(p.g.P);
   if (vec)
-    pool_fwd_nhwc<T, I, V><<<grid_for(total, p.num_sms), 256, 0, stream>>>(x, y, p.idx, a);
+    FASTCNN_LAUNCH(grid_for(total, p.num_sms), 256, 0, stream, pool_fwd_nhwc<T, I, V>)(x, y, p.idx, a);
   else
-    pool_fwd_nhwc<T, I, 1><<<grid_for(total, p.num_sms), 256, 0, stream>>>(x, y, p.idx, a);
+    FASTCNN_LAUNCH(grid_for(total, p.num_sms), 256, 0, stream, pool_fwd_nhwc<T, I, 1>)(x, y, p.idx, a);
 }
 
 template <typename T, typename I>
@@ -301,10 +302,11 @@ void backward_typed(const MaxPool2dBackwardParams& p, cudaStream_t stream) {
     PoolArgs<I> a = make_args<I>(p.g, total, p.g.C);
     a.d_a = Divider<I>::make(p.g.W);
     a.d_b = Divider<I>::make(p.g.H);
-    pool_bwd_nchw<T, I><<<grid_for(total, p.num_sms), 256, 0, stream>>>(gy, p.idx, gx, a);
+    FASTCNN_LAUNCH(grid_for(total, p.num_sms), 256, 0, stream, pool_bwd_nchw<T, I>)(gy, p.idx, gx, a);
     return;
   }
-  const bool vec = p.g.C % V == 0 && aligned16_host(p.gy) && aligned16_host(p.gx) && aligned16_host(p.idx);
+  const bool vec = p.g.C % V == 0 && aligned16_host(p.gy) && aligned16_host(p.gx) && aligned16_host(p.idx) &&
+                   FASTCNN_PICK("pool_vec", 1, 2);
   const int64_t cvn = vec ? p.g.C / V : p.g.C;
   const int64_t total = p.g.N * p.g.H * p.g.W * cvn;
   PoolArgs<I> a = make_args<I>(p.g, total, cvn);
@@ -312,9 +314,9 @@ void backward_typed(const MaxPool2dBackwardParams& p, cudaStream_t stream) {
   a.d_b = Divider<I>::make(p.g.W);
   a.d_c = Divider<I>::make(p.g.H);
   if (vec)
-    pool_bwd_nhwc<T, I, V><<<grid_for(total, p.num_sms), 256, 0, stream>>>(gy, p.idx, gx, a);
+    FASTCNN_LAUNCH(grid_for(total, p.num_sms), 256, 0, stream, pool_bwd_nhwc<T, I, V>)(gy, p.idx, gx, a);
   else
-    pool_bwd_nhwc<T, I, 1><<<grid_for(total, p.num_sms), 256, 0, stream>>>(gy, p.idx, gx, a);
+    FASTCNN_LAUNCH(grid_for(total, p.num_sms), 256, 0, stream, pool_bwd_nhwc<T, I, 1>)(gy, p.idx, gx, a);
 }
 
 }  // namespace

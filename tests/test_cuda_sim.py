@@ -1,0 +1,261 @@
+"""cuda-sim's own tests: the PTX primitives pinned to the PTX ISA's tables against a plain matrix
+product, and one purpose-written kernel per check the emulator makes (csrc/cuda/sim/selftest.cu).
+
+The references here are written from the PTX ISA / CUDA Programming Guide text, independently of
+csrc/cuda/sim/simt.cpp. Skipped (with the reason) when fastcnn._C_cudasim is not built.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from fastcnn import _cudasim
+
+ops = _cudasim.load()
+pytestmark = pytest.mark.skipif(ops is None, reason=f"cuda-sim unavailable: {_cudasim.ERROR}")
+
+ORDERS = ["fwd", "rev", "rand:7"]
+
+
+@pytest.fixture(params=ORDERS)
+def order(request):
+    prev = ops.get_order()
+    ops.set_order(request.param)
+    yield request.param
+    ops.set_order(prev)
+
+
+# ---- mma.sync ---------------------------------------------------------------------------------
+def _tf32_truncate(x: torch.Tensor) -> torch.Tensor:
+    """The 19 bits of an fp32 register a tf32 mma reads (sign, exponent, 10 mantissa bits)."""
+    return (x.view(torch.int32) & ~0x1FFF).view(torch.float32)
+
+
+@pytest.mark.parametrize("kind,dtype,k", [(0, torch.float16, 16), (1, torch.bfloat16, 16), (2, torch.float32, 8)],
+                         ids=["m16n8k16.f16", "m16n8k16.bf16", "m16n8k8.tf32"])
+def test_mma(kind, dtype, k):
+    for trial in range(4):
+        A = torch.randn(16, k).to(dtype)
+        B = torch.randn(k, 8).to(dtype)
+        C = torch.randn(16, 8)
+        if trial == 3:  # distinct powers of two: any misplaced element changes the result exactly
+            A = (2.0 ** torch.randint(-4, 4, (16, k))).to(dtype) * torch.sign(torch.randn(16, k)).to(dtype)
+        D = ops.selftest_mma(kind, A, B, C)
+        a, b = A.double(), B.double()
+        if kind == 2:
+            a, b = _tf32_truncate(A).double(), _tf32_truncate(B).double()
+        ref = a @ b + C.double()  # products exact in double; one rounding to fp32
+        err = (D.double() - ref).abs()
+        assert (err <= ref.abs() * 2.0**-24 * (1 + 1e-9) + 1e-30).all(), f"max error {err.max().item():.3e}"
+
+
+def test_cvt_rna_tf32():
+    bits = torch.randint(-(2**31), 2**31 - 1, (4096,), dtype=torch.int64).to(torch.int32)
+    ties = (torch.randint(0, 2**18, (512,), dtype=torch.int32) << 13) | 0x1000  # exactly half an ulp
+    special = torch.tensor([0x7F800000, 0xFF800000, 0x7F800001, 0x7FC00000, 0x7F7FF000, 0x00000FFF, 0x80001000],
+                           dtype=torch.int64).to(torch.int32)
+    x = torch.cat([bits, ties, ties | (1 << 31), special]).view(torch.float32)
+    got = ops.selftest_tf32(x).view(torch.int32).to(torch.int64) & 0xFFFFFFFF
+    u = x.view(torch.int32).to(torch.int64) & 0xFFFFFFFF
+    # Round to nearest, ties away from zero, on the magnitude: add half an ulp (0x1000), truncate.
+    exp_all_ones = (u & 0x7F800000) == 0x7F800000
+    nan = exp_all_ones & ((u & 0x007FFFFF) != 0)
+    want = ((u + 0x1000) & 0xFFFFE000) & 0xFFFFFFFF
+    assert torch.equal(got[~nan], want[~nan])
+    assert torch.isnan(ops.selftest_tf32(x)[nan]).all()
+    assert (got.view(-1)[-3] & 0xFFFFFFFF) == 0x7F800000  # 0x7F7FF000 rounds up to +inf (rna overflows)
+
+
+# ---- ldmatrix ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("trans", [False, True], ids=["x4", "x4.trans"])
+def test_ldmatrix(trans):
+    mats = torch.randint(-(2**15), 2**15 - 1, (4, 8, 8), dtype=torch.int64).to(torch.int16)
+    slot_of = torch.randperm(32).to(torch.int32)  # row (i, r) lives at shared slot slot_of[8i + r]
+    out = ops.selftest_ldmatrix(mats.reshape(-1), slot_of, trans).to(torch.int64) & 0xFFFFFFFF
+    m = mats.to(torch.int64) & 0xFFFF
+    for lane in range(32):
+        g, t = lane // 4, lane % 4
+        for i in range(4):
+            # PTX ISA, ldmatrix: thread L holds elements (row L/4, cols 2*(L%4), +1) of matrix i;
+            # with .trans the matrix is read column-major: (rows 2*(L%4), +1; col L/4).
+            lo, hi = (m[i, 2 * t, g], m[i, 2 * t + 1, g]) if trans else (m[i, g, 2 * t], m[i, g, 2 * t + 1])
+            assert out[lane, i].item() == (lo | (hi << 16)).item(), f"lane {lane} matrix {i}"
+
+
+# ---- shuffles ---------------------------------------------------------------------------------
+def _shfl_ref(mode: int, width: int, operand: list[int], vals: list[int]) -> list[int]:
+    """CUDA Programming Guide, Warp Shuffle Functions, for each lane."""
+    out = []
+    for lane in range(32):
+        b, base, pos = operand[lane], lane // width * width, lane % width
+        if mode == 0:    # up: the lane delta below, within the segment, else own
+            src = lane - b if pos >= b else lane
+        elif mode == 1:  # down: the lane delta above, within the segment, else own
+            src = lane + b if pos + b < width else lane
+        elif mode == 2:  # xor: lane ^ mask; a later segment returns own (earlier ones are reachable)
+            src = lane ^ b
+            src = src if src // width <= lane // width and src < 32 else lane
+        else:            # idx: srcLane modulo width within the segment
+            src = base + b % width
+        out.append(vals[src])
+    return out
+
+
+@pytest.mark.parametrize("mode", [0, 1, 2, 3], ids=["up", "down", "xor", "idx"])
+@pytest.mark.parametrize("width", [32, 16, 8, 4])
+def test_shfl(mode, width):
+    g = torch.Generator().manual_seed(mode * 100 + width)
+    vals = torch.randint(-(2**62), 2**62, (32,), dtype=torch.int64, generator=g)
+    for operand in (torch.full((32,), 1), torch.full((32,), 3), torch.randint(0, 32, (32,), generator=g)):
+        operand = operand.to(torch.int32)
+        got = ops.selftest_shfl(mode, width, operand, vals).tolist()
+        assert got == _shfl_ref(mode, width, operand.tolist(), vals.tolist())
+
+
+# ---- cp.async ---------------------------------------------------------------------------------
+def test_cp_async_zero_fill_and_deferred_copy(order):
+    src = torch.randint(0, 256, (512,), dtype=torch.int64).to(torch.uint8)
+    valid = torch.randint(0, 2, (32,), dtype=torch.int64).to(torch.uint8)
+    valid[0], valid[1] = 1, 0
+    out, early = ops.selftest_cp_async(src, valid, True)
+    for t in range(32):
+        s = 31 - t  # the kernel prints thread 31-t's 16 bytes
+        want = src[16 * s:16 * s + 16] if valid[s] else torch.zeros(16, dtype=torch.uint8)
+        assert torch.equal(out[t], want), f"thread {t}"
+    # Before its wait_group the destination holds poison (the copy happens at the wait).
+    assert (early == 0xFF).all()
+
+
+# ---- the checks -------------------------------------------------------------------------------
+def test_missing_barrier_is_seen(order):
+    good = ops.selftest_check("barrier", 1)[:256]
+    assert torch.equal(good, (torch.arange(256) + 32) % 256 * 7 + 1)
+    bad = ops.selftest_check("barrier", 0)[:256]
+    # Depth-first by warp: a warp reads the next one's slots before that warp ran (poison, -1).
+    assert (bad == -1).any() and not torch.equal(bad, good)
+
+
+def test_ldmatrix_before_cp_async_wait():
+    src = torch.arange(512).to(torch.uint8)
+    with pytest.raises(RuntimeError, match=r"ldmatrix_before_wait_kernel.*CTA \(0,0,0\), thread \(\d+,0,0\).*"
+                                           r"cp\.async of thread \d+ into them is still pending"):
+        ops.selftest_check("ldmatrix_before_wait", 0, src)
+
+
+def test_shared_out_of_bounds_write():
+    ops.selftest_check("smem_oob", 0)
+    with pytest.raises(RuntimeError, match=r"smem_oob_kernel.*shared memory written out of bounds at dynamic "
+                                           r"offset 512 \(the launch has 512 bytes"):
+        ops.selftest_check("smem_oob", 8)
+
+
+def test_divergent_collective(order):
+    with pytest.raises(RuntimeError, match=r"divergent_kernel.*thread .*divergent warp collective: lanes 0-15 "
+                                           r"wait at __shfl_\*_sync \(csrc/cuda/sim/selftest\.cu:\d+\), lanes "
+                                           r"16-31 have exited"):
+        ops.selftest_check("divergent", 0)
+
+
+def test_threads_at_different_barriers(order):
+    with pytest.raises(RuntimeError, match=r"split_barrier_kernel.*waits at __syncthreads .* another one"):
+        ops.selftest_check("split_barrier", 0)
+
+
+def test_pending_cp_async_at_exit():
+    src = torch.arange(512).to(torch.uint8)
+    with pytest.raises(RuntimeError, match=r"pending_kernel.*exits with 1 cp\.async copy never waited for"):
+        ops.selftest_check("pending", 0, src)
+
+
+def test_dynamic_shared_memory_over_48k_needs_the_attribute():
+    with pytest.raises(RuntimeError, match=r"big_smem_kernel.*65536 bytes of dynamic shared memory exceed 48 KB "
+                                           r"without cudaFuncSetAttribute"):
+        ops.selftest_check("big_smem", 65536)
+    assert ops.selftest_check("big_smem", 49152)[0].item() == 1  # 48 KB needs no attribute
+    assert ops.selftest_check("big_smem", -65536)[0].item() == 1  # with the attribute (per kernel, kept)
+    assert ops.selftest_check("big_smem", 65536)[0].item() == 1
+    with pytest.raises(RuntimeError, match=r"exceed the 227 KB per block"):
+        ops.selftest_check("big_smem", -(227 * 1024 + 16))
+
+
+def test_launch_limits():
+    with pytest.raises(RuntimeError, match=r"block \(1025,1,1\) exceeds 1024 threads"):
+        ops.selftest_check("block_size", 1025)
+    with pytest.raises(RuntimeError, match=r"grid \(1,65536,1\) exceeds"):
+        ops.selftest_check("grid_y", 65536)
+    ops.selftest_check("block_size", 256)
+    name = next(k for k in ops.launched(False) if "bounded_kernel" in k)
+    ops.set_launch_bounds(f"{name}=128")
+    try:
+        ops.selftest_check("block_size", 128)
+        with pytest.raises(RuntimeError, match=r"256 threads per block exceed the kernel's __launch_bounds__ \(128\)"):
+            ops.selftest_check("block_size", 256)
+    finally:
+        ops.set_launch_bounds("")
+        _cudasim._ops = None
+        _cudasim.load()  # restores the nvcc build's bounds
+
+
+# ---- AddressSanitizer (its findings abort: each runs in a subprocess) -------------------------
+def _asan_runtime() -> str | None:
+    """LD_PRELOAD for an ASan extension in an uninstrumented python: the ASan runtime first, and
+    libstdc++ (ASan's __cxa_throw interceptor needs it loaded when ASan initialises)."""
+    libs = []
+    for name in ("libasan.so", "libstdc++.so.6"):
+        try:
+            path = subprocess.run(["gcc", f"-print-file-name={name}"], capture_output=True, text=True).stdout.strip()
+        except OSError:
+            return None
+        if not (os.path.isabs(path) and os.path.exists(path)):
+            return None
+        libs.append(path)
+    return " ".join(libs)
+
+
+def _asan_built() -> bool:
+    import glob
+    import fastcnn
+
+    return bool(glob.glob(os.path.join(os.path.dirname(fastcnn.__file__), "_C_cudasim_asan*.so")))
+
+
+asan = pytest.mark.skipif(not (_asan_runtime() and _asan_built()),
+                          reason="ASan build of cuda-sim absent (make cuda-sim FASTCNN_SIM_ASAN=1) or no libasan")
+
+
+def run_asan(code: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, FASTCNN_SIM_ASAN="1", LD_PRELOAD=_asan_runtime() or "",
+               ASAN_OPTIONS="detect_leaks=0:abort_on_error=0:halt_on_error=1")
+    prelude = "import torch, fastcnn\nfrom fastcnn import _cudasim\nops = _cudasim.load()\nassert ops is not None, _cudasim.ERROR\n"
+    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+@asan
+def test_asan_global_out_of_bounds():
+    ok = run_asan("ops.selftest_check('global_oob', 256, torch.zeros(256)); print('ran')")
+    assert ok.returncode != 0 and "heap-buffer-overflow" in ok.stderr, ok.stderr[-3000:]
+    assert "global_oob_kernel" in ok.stderr
+
+
+@asan
+def test_asan_shared_out_of_bounds():
+    res = run_asan("ops.selftest_check('smem_oob', 8)")
+    assert res.returncode != 0 and "use-after-poison" in res.stderr, res.stderr[-3000:]
+    assert "smem_oob_kernel" in res.stderr
+
+
+@asan
+def test_asan_clean_run():
+    res = run_asan("""
+        out, early = ops.selftest_cp_async(torch.arange(512).to(torch.uint8), torch.ones(32, dtype=torch.uint8), False)
+        assert torch.equal(out[31], torch.arange(16).to(torch.uint8))
+        print("clean")
+    """)
+    assert res.returncode == 0 and "clean" in res.stdout, res.stderr[-3000:]
