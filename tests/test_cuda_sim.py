@@ -259,3 +259,56 @@ def test_asan_clean_run():
         print("clean")
     """)
     assert res.returncode == 0 and "clean" in res.stdout, res.stderr[-3000:]
+
+
+# ---- the conv engine on every forced tile and path (until the routing table lists cuda-sim,
+# through the engine's direct entry points) -------------------------------------------------
+TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
+CONV_GEOMS = {  # N, C, H, W, K, R, stride, padding, dilation, groups
+    "3x3": (2, 16, 7, 6, 40, 3, 1, 1, 1, 1),
+    "7x7s2-c3": (1, 3, 11, 9, 16, 7, 2, 3, 1, 1),
+    "1x1s2": (2, 24, 7, 7, 72, 1, 2, 0, 1, 1),
+    "3x3d2g2": (1, 16, 9, 8, 24, 3, 1, 2, 2, 2),
+}
+FORCES = [f"conv_tile={t},wgrad_tile={t % 2},conv_vec={v},conv_epi_vec={v},wgrad_vec_a={v},wgrad_vec_b={1 - v},"
+          f"conv_images=1,wgrad_splits={2 + t},bias_splits=2,bias_chan_inner={v}" for t in range(3) for v in (0, 1)]
+
+
+def _rel(out, ref):
+    out, ref = out.double(), ref.double()
+    return float("inf") if not torch.isfinite(out).all() else ((out - ref).norm() / ref.norm()).item()
+
+
+def _conv_case(dtype, channels_last, geom, tol):
+    N, C, H, W, K, R, st, pd, dl, G = geom
+    x = torch.randn(N, C, H, W, dtype=dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    w = (torch.randn(K, C // G, R, R) / (C // G * R * R) ** 0.5).to(dtype)
+    b = torch.randn(K, dtype=dtype)
+    P, Q = (H + 2 * pd - dl * (R - 1) - 1) // st + 1, (W + 2 * pd - dl * (R - 1) - 1) // st + 1
+    r = torch.randn(N, K, P, Q, dtype=dtype)
+    args = ([st] * 2, [pd] * 2, [dl] * 2, G, "relu")
+    y = ops.conv2d(x, w, b, r, *args)
+    xd, wd, bd, rd = (t.double().requires_grad_() for t in (x, w, b, r))
+    pre = torch.nn.functional.conv2d(xd, wd, bd, st, pd, dl, G) + rd
+    assert _rel(y, pre.relu()) <= tol, "forward"
+    go = torch.randn_like(y)
+    gx, gw, gb, ga = ops.conv2d_backward(go, x, w, y, *args, [True, True, True, True])
+    g = go.double() * (y.double() > 0)  # the mask of the output the op computed
+    rx, rw, rb = torch.autograd.grad(pre, [xd, wd, bd], g)
+    for name, got, want in (("grad_input", gx, rx), ("grad_weight", gw, rw), ("grad_bias", gb, rb), ("grad_preact", ga, g)):
+        assert _rel(got, want) <= tol, name
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16],
+                         ids=lambda d: str(d).split(".")[1])
+@pytest.mark.parametrize("force", range(len(FORCES)))
+def test_conv_engine_forced_paths(dtype, force, order):
+    prev = ops.get_force()
+    ops.set_force(FORCES[force])
+    try:
+        for i, geom in enumerate(CONV_GEOMS.values()):
+            _conv_case(dtype, (i + force) % 2 == 1, geom, TOL[dtype])
+    finally:
+        ops.set_force(prev)
