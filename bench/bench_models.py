@@ -2,7 +2,7 @@
 a training step.
 
 The baseline is torchvision's model when torchvision imports, else the plain-PyTorch copy in
-``reference_models`` (the same modules and forward); the fastcnn model loads the baseline's
+``fastcnn.testing.reference_models`` (the same modules and forward); the fastcnn model loads the baseline's
 state_dict, and its inference output is checked against the baseline's before timing. Both sides get
 the same dtype, memory format and batch; on the GPU ``cudnn.benchmark=True`` and TF32 only for
 ``--dtype tf32``.
@@ -27,20 +27,17 @@ import sys
 import torch
 import torch.nn.functional as F
 
+from fastcnn.testing import rel_err
+from fastcnn.testing.reference_models import NAMES, plain_model
+
 from . import common
-from .reference_models import NAMES, plain_model
 
 DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
           "fp64": torch.float64}
 BATCH = {"cpu": {"lenet5": 64, "default": 8}, "cuda": {"lenet5": 1024, "default": 64}}
-BASELINE = {"cpu": "torch_cpu", "cuda": "cudnn"}
-PROVIDERS = {
-    "cpu": ["torch_cpu", "fastcnn_cpu"],
-    "cuda": ["cudnn", "torch_compile", "fastcnn_cuda", "fastcnn_triton", "fastcnn"],
-}
+BASELINE, PROVIDERS, FASTCNN_BACKEND = common.BASELINE, common.PROVIDERS, common.FASTCNN_BACKEND
 # Offered, not run by default: max-autotune compiles for minutes per network.
 EXTRA_PROVIDERS = {"cpu": ["torch_compile"], "cuda": ["torch_compile_max_autotune"]}
-FASTCNN_BACKEND = {"fastcnn_cpu": "cpu", "fastcnn_cuda": "cuda", "fastcnn_triton": "triton", "fastcnn": "auto"}
 MODES = ("inference", "train")
 DEFAULT_NETS = ("lenet5", "alexnet", "googlenet", "resnet18", "resnet50")
 
@@ -174,17 +171,18 @@ def _flops(base, shape, mode):
 
 
 def _check_outputs(base, fm, x, dtype_name, echo):
-    """Inference outputs of the two models (fp32/fp64 only): a broken model is not benchmarked."""
+    """Inference outputs of the two models (fp32/fp64 only): a broken model is not benchmarked.
+    Returns the relative error (None for other dtypes)."""
     if dtype_name not in ("fp32", "fp64"):
-        return
+        return None
     base.eval()
     fm.eval()
     with torch.inference_mode():
-        a, b = base(x).double(), fm(x).double()
-    err = ((a - b).norm() / a.norm()).item()
+        err = rel_err(fm(x), base(x))
     if not err < 1e-3:
         raise RuntimeError(f"fastcnn output differs from the baseline: relative error {err:.3e}")
     echo(f"  outputs agree (relative error {err:.1e})")
+    return err
 
 
 def run(device="cpu", nets=None, modes=MODES, batch=None, dtype="fp32", layout="nchw", providers=None,
@@ -218,14 +216,14 @@ def run(device="cpu", nets=None, modes=MODES, batch=None, dtype="fp32", layout="
         flops_of = {mode: _flops(base, shape, mode) for mode in modes}  # on the CPU in float32, once
         for mode in modes:
             flops = flops_of[mode]
-            steps = {}
+            steps, out_err = {}, {}
             for prov in providers:
                 try:
                     model = _prepare(prov, base, fm, device, tdtype, layout)
                     if prov.startswith("fastcnn") and mode == "inference":
                         with _provider_context(prov):
-                            _check_outputs(_prepare(base_name, base, fm, device, tdtype, layout), model, x, dtype,
-                                           echo)
+                            out_err[prov] = _check_outputs(_prepare(base_name, base, fm, device, tdtype, layout),
+                                                           model, x, dtype, echo)
                     step = make_step(model, mode, x, target)
                     if cuda_graphs and kind == "cuda":
                         with _provider_context(prov):
@@ -252,7 +250,8 @@ def run(device="cpu", nets=None, modes=MODES, batch=None, dtype="fp32", layout="
                              "ms_p20": p20, "ms_p80": p80,
                              "tflops": flops * b / (p50 * 1e-3) / 1e12 if flops else None, "gbps": None,
                              "speedup": base_ms / p50 if base_ms else None, "images_per_s": b / (p50 * 1e-3),
-                             "cuda_graphs": bool(cuda_graphs and kind == "cuda"), "peak_mem_mb": peak_mb.get(prov)})
+                             "cuda_graphs": bool(cuda_graphs and kind == "cuda"), "peak_mem_mb": peak_mb.get(prov),
+                             "out_rel_err": out_err.get(prov)})
             echo("  " + f"{mode:9s} " + "  ".join(f"{p} {t[0]:.2f}ms" for p, t in best.items()))
             # the train step mutated the models' weights: restore them for the next mode
             base, fm = build_pair(name, num_classes, image_size=image_size)

@@ -29,12 +29,7 @@ BATCH = {
     "cpu": {"lenet5": 64, "alexnet": 4, "googlenet": 4, "resnet50": 4},
     "cuda": {"lenet5": 256, "alexnet": 256, "googlenet": 128, "resnet50": 256},
 }
-BASELINE = {"cpu": "torch_cpu", "cuda": "cudnn"}
-PROVIDERS = {
-    "cpu": ["torch_cpu", "fastcnn_cpu"],
-    "cuda": ["cudnn", "torch_compile", "fastcnn_cuda", "fastcnn_triton", "fastcnn"],
-}
-FASTCNN_BACKEND = {"fastcnn_cpu": "cpu", "fastcnn_cuda": "cuda", "fastcnn_triton": "triton", "fastcnn": "auto"}
+BASELINE, PROVIDERS, FASTCNN_BACKEND = common.BASELINE, common.PROVIDERS, common.FASTCNN_BACKEND
 
 
 def is_first(layer: Layer) -> bool:
@@ -42,11 +37,12 @@ def is_first(layer: Layer) -> bool:
 
 
 def make_inputs(layer: Layer, batch: int, dtype, layout: str, device: str, grad: bool, seed: int = 0):
-    g = torch.Generator(device="cpu").manual_seed(seed)
+    # drawn on the device: a ResNet-50 batch-256 activation is 200M values, seconds of CPU randn each
+    g = torch.Generator(device=device).manual_seed(seed)
     fmt = torch.channels_last if layout == "nhwc" else torch.contiguous_format
 
     def rnd(*shape, scale=1.0, fmt_=None):
-        t = (torch.randn(*shape, generator=g) * scale).to(device=device, dtype=dtype)
+        t = (torch.randn(*shape, generator=g, device=device) * scale).to(dtype=dtype)
         return t.contiguous(memory_format=fmt_) if fmt_ is not None else t
 
     t = {"x": rnd(batch, layer.C, layer.H, layer.W, fmt_=fmt)}
@@ -107,10 +103,11 @@ def provider_fn(provider: str, layer: Layer, t):
     return fastcnn_fn(layer, t), (lambda: fastcnn.backend(backend))
 
 
-def bench_case(layer, provider, mode, dtype_name, layout, batch, device, quick=False):
+def bench_case(layer, provider, mode, dtype_name, layout, batch, device, quick=False, inputs=None):
+    """One timed case; ``inputs`` (make_inputs' dict, ``fwd`` mode only) lets providers share one draw."""
     dtype = DTYPES[dtype_name]
     grad = mode != "fwd"
-    t = make_inputs(layer, batch, dtype, layout, device, grad)
+    t = inputs if inputs is not None and not grad else make_inputs(layer, batch, dtype, layout, device, grad)
     fn, ctx = provider_fn(provider, layer, t)
     leaves = [v for v in t.values() if v is not None and v.requires_grad]
     with ctx():

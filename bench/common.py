@@ -16,10 +16,29 @@ from functools import lru_cache
 
 import torch
 
+from fastcnn._console import format_table
+from fastcnn.testing import TARGETS
+
 COLUMNS = ["timestamp", "git_sha", "device", "torch", "triton", "cuda", "kind", "name", "mode", "dtype", "layout",
            "batch", "shape", "provider", "ms_p50", "ms_p20", "ms_p80", "tflops", "gbps", "speedup"]
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+# Providers: PyTorch's (the baseline first) and one fastcnn_<backend> per timed target of
+# fastcnn.testing.TARGETS on that device kind, plus "fastcnn" (the auto backend) on a GPU.
+BASELINE = {"cpu": "torch_cpu", "cuda": "cudnn"}
+
+
+def _provider(backend: str) -> str:
+    return "fastcnn_" + backend.replace("-", "_")
+
+
+FASTCNN_BACKEND = {**{_provider(t.backend): t.backend for t in TARGETS if t.timed}, "fastcnn": "auto"}
+PROVIDERS = {
+    "cpu": ["torch_cpu", *[_provider(t.backend) for t in TARGETS if t.timed and t.device == "cpu"]],
+    "cuda": ["cudnn", "torch_compile", *[_provider(t.backend) for t in TARGETS if t.timed and t.device == "cuda"],
+             "fastcnn"],
+}
 
 
 @lru_cache(None)
@@ -110,9 +129,16 @@ def append_csv(path: str, rows: list[dict]) -> None:
     new = not os.path.exists(path) or os.path.getsize(path) == 0
     if not new:
         with open(path, newline="") as f:
-            header = next(csv.reader(f), None)
+            reader = csv.DictReader(f)
+            old = list(reader)
+            header = list(reader.fieldnames or [])
         if header:
             fields = header + [k for k in fields if k not in header]
+        if fields != header:  # a new column: rewrite the file under the wider header (old rows: empty)
+            with open(path, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+                w.writeheader()
+                w.writerows(old)
     with open(path, "a", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         if new:
@@ -128,12 +154,12 @@ def geomean(xs) -> float:
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
 
 
-def markdown_table(rows: list[dict], cols: list[str]) -> str:
-    def fmt(v):
-        if isinstance(v, float):
-            return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
-        return str(v)
+def _fmt_cell(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+    return "" if v is None else str(v)
 
-    out = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    out += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
-    return "\n".join(out)
+
+def markdown_table(rows: list[dict], cols: list[str]) -> str:
+    """The benchmarks' tables (for READMEs): fastcnn's one table formatter, markdown, 3 digits."""
+    return format_table(rows, cols, default=_fmt_cell, markdown=True)

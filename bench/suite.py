@@ -32,6 +32,8 @@ import sys
 
 import torch
 
+from fastcnn._console import Progress
+
 from . import bench_models, bench_ops, common
 
 KINDS = ("ops", "models")
@@ -80,42 +82,6 @@ def measure_peaks(device: str, quick: bool = False) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------
-# progress
-# ------------------------------------------------------------------------------------------------
-
-class Progress:
-    """A tqdm bar when tqdm is installed (optional), else one line per finished case. ``echo``
-    takes the benchmarks' lines: result lines advance the bar, the others are printed above it."""
-
-    def __init__(self, total: int, desc: str, enabled: bool = True):
-        self.bar = None
-        if enabled:
-            try:
-                from tqdm import tqdm
-
-                self.bar = tqdm(total=total, desc=desc, file=sys.stderr, leave=False)
-            except ImportError:
-                pass
-        self.done, self.total, self.desc = 0, total, desc
-
-    def echo(self, line: str, advance: bool = False):
-        if advance:
-            self.done += 1
-            if self.bar is not None:
-                self.bar.update(1)
-                return
-            line = f"[{self.desc} {self.done}/{self.total}] {line.strip()}"
-        if self.bar is not None:
-            self.bar.write(line)
-        else:
-            print(line, flush=True)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-
-
-# ------------------------------------------------------------------------------------------------
 # running
 # ------------------------------------------------------------------------------------------------
 
@@ -135,7 +101,7 @@ def run_ops(a, device, peaks, out_csv, verbose=True):
     providers = a.providers or bench_ops.PROVIDERS[kind]
     rows = []
     total = len(layers) * len(a.layouts) * len(a.op_modes) * len(a.dtypes)
-    prog = Progress(total, "ops", enabled=verbose)
+    prog = Progress(total, "ops", enabled=verbose, leave=False)
     try:
         for dtype in a.dtypes:
             for layer in layers:
@@ -156,7 +122,7 @@ def run_models(a, device, peaks, out_csv, verbose=True):
     providers = a.providers_models or bench_models.PROVIDERS[kind]
     rows = []
     total = len(nets) * len(a.batches) * len(a.layouts) * len(a.dtypes) * len(a.model_modes)
-    prog = Progress(total, "models", enabled=verbose)
+    prog = Progress(total, "models", enabled=verbose, leave=False)
     try:
         for dtype in a.dtypes:
             for layout in a.layouts:

@@ -15,14 +15,18 @@ except ImportError as exc:  # pragma: no cover - a broken or missing build
         "`pip install --no-build-isolation .` (or `make test`) against the torch you import: " + str(exc)
     ) from exc
 
-from . import _ops  # noqa: F401  (fake kernels, autograd, Triton twins)
+from . import _ops  # noqa: F401  (fake kernels, autograd, the Triton backend)
 from . import functional
-from ._backend import available_backends, backend, get_backend, set_backend, _init_from_env
+from ._backend import Dispatch, available_backends, backend, explain, get_backend, resolve, set_backend, _init_from_env
 from . import nn, models  # noqa: E402  (drop-in modules; networks with torchvision's names)
 from .fuse import fuse, FuseReport  # noqa: E402  (ordinary model -> fastcnn layers)
+from . import sm90  # noqa: E402  (the Hopper path: mode switch, _C_sm90 registration, path report)
+from . import _cudasim  # noqa: E402  (the cuda-sim backend, where `make cuda-sim` built it)
 
 __all__ = ["functional", "nn", "models", "fuse", "FuseReport", "backend", "set_backend", "get_backend",
-           "available_backends"]
+           "available_backends", "resolve", "explain", "Dispatch"]
 __version__ = "0.1.0"
 
+_cudasim.load()
 _init_from_env()
+sm90._init()

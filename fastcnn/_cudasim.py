@@ -15,14 +15,16 @@ them at run time):
 * ``FASTCNN_SIM_SMS``: the SM count the launchers plan for (default 132, an H100/H200);
 * ``FASTCNN_SIM_FORCE``: forced dispatch choices, ``kind=value,...`` (tests: every tile and path);
 * ``FASTCNN_SIM_ASAN=1``: load the AddressSanitizer build ``_C_cudasim_asan`` instead (built by
-  ``make cuda-sim FASTCNN_SIM_ASAN=1``; the process needs the ASan runtime preloaded, and
+  ``make cuda-sim FASTCNN_SIM_ASAN_BUILD=1``; the process needs the ASan runtime preloaded, and
   libstdc++ with it: ``LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so.6)"``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib
+import importlib.util
 import os
 
 import torch
@@ -73,22 +75,60 @@ def nvcc_kernels(path: str = PTXAS_CSV) -> dict[str, int]:
 
 
 def load():
-    """torch.ops.fastcnn_cudasim once the sim module is loaded, or None (see ERROR)."""
+    """torch.ops.fastcnn_cudasim once the sim module is loaded, or None (see ERROR). Loading it
+    registers the ``fastcnn::_cudasim_<stem>`` implementation ops, which makes the ``cuda-sim``
+    backend runnable, and binds _C's services (the poison switch, the "what ran" trace)."""
     global _ops, ERROR
     if _ops is not None or ERROR is not None:
         return _ops
     name = module_name()
+    if importlib.util.find_spec(f"{__package__}.{name}") is None:
+        ERROR = f"fastcnn.{name} is not built (make cuda-sim{' FASTCNN_SIM_ASAN_BUILD=1' if name.endswith('asan') else ''})"
+        _C._set_backend_reason("cuda-sim", "cpu", ERROR)
+        return None
     try:
         importlib.import_module(f"{__package__}.{name}")
-    except ImportError as e:
-        ERROR = f"fastcnn.{name} is not built ({e}); build it with `make cuda-sim`"
+    except ImportError as e:  # built against another torch, or the ASan runtime is not preloaded
+        ERROR = f"fastcnn.{name} does not load ({e})"
+        _C._set_backend_reason("cuda-sim", "cpu", ERROR)
         return None
     ops = torch.ops.fastcnn_cudasim
-    address = getattr(_C, "_poison_flag_address", None)
-    if address is not None:
-        ops.bind_poison(address())  # fastcnn._C._set_poison(True) poisons cuda-sim's outputs too
+    ops.bind_services(_C._services_address())
     bounds = {k: v for k, v in nvcc_kernels().items() if v > 0}
     if bounds:
         ops.set_launch_bounds(",".join(f"{k}={v}" for k, v in sorted(bounds.items())))
+    _C._set_backend_reason("cuda-sim", "cpu", "")
     _ops = ops
     return _ops
+
+
+@contextlib.contextmanager
+def order(name: str):
+    """``with fastcnn._cudasim.order("rev"): ...`` runs the block's launches in that scheduling
+    order (``fwd``, ``rev``, ``rand:<seed>``), then restores the previous one (tests: one cuda-sim
+    target per order)."""
+    ops = load()
+    if ops is None:
+        raise RuntimeError(f"cuda-sim unavailable: {ERROR}")
+    previous = ops.get_order()
+    ops.set_order(name)
+    try:
+        yield
+    finally:
+        ops.set_order(previous)
+
+
+@contextlib.contextmanager
+def forced(spec: str):
+    """``with fastcnn._cudasim.forced("conv_tile=2,conv_vec=0"): ...`` forces the launchers' dispatch
+    choices (the ``FASTCNN_PICK`` kinds: tile configs, loader paths, index widths, split counts) for
+    the block, then restores the previous ones (tests: every kernel instantiation on small shapes)."""
+    ops = load()
+    if ops is None:
+        raise RuntimeError(f"cuda-sim unavailable: {ERROR}")
+    previous = ops.get_force()
+    ops.set_force(spec)
+    try:
+        yield
+    finally:
+        ops.set_force(previous)

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 
 from . import functional as FF
 from . import nn as fnn
+from .kernels._common import conv_out_size
 
 __all__ = ["fuse", "FuseReport"]
 
@@ -77,7 +78,7 @@ def _conv_out_hw(conv: nn.Conv2d, h: int, w: int):
         pad = conv.padding
     out = []
     for size, k, s, p, d in zip((h, w), conv.kernel_size, conv.stride, pad, conv.dilation):
-        out.append((size + 2 * p - d * (k - 1) - 1) // s + 1)
+        out.append(conv_out_size(size, k, s, p, d))
     return tuple(out)
 
 

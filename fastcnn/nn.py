@@ -63,7 +63,7 @@ def fx_leaf(fn):
 
 
 def _act(activation, op):
-    return None if _checks.activation(activation, op) == "none" else "relu"
+    return None if _checks.activation(activation, op, allow_none=True) == "none" else "relu"
 
 
 def _is_1x1(weight, padding, groups) -> bool:

@@ -47,10 +47,7 @@ import triton
 import triton.language as tl
 from torch._prims_common import suggest_memory_format
 
-from fastcnn import _checks
-from fastcnn import _ops
-
-from . import _tuning
+from . import _common, _tuning
 
 # Offsets are int32 unless a tensor (or the pixel count) spans 2^30 elements: the 2-D address
 # tiles then take half the registers (ptxas, sm_90, runtime strides: the fp32 64x64x32 forward
@@ -521,7 +518,7 @@ def _sm_count(device: torch.device) -> int:
 
 def shape_key(x, w, stride, padding, dilation, groups) -> str:
     """Key of the tuned-config tables: sizes, geometry, dtype and layout."""
-    fmt = "cl" if _ops.conv_format(x, w) == torch.channels_last else "nchw"
+    fmt = "cl" if _common.conv_format(x, w) == torch.channels_last else "nchw"
     N, C, H, W = x.shape
     K, _, R, S = w.shape
     return (f"{str(x.dtype).replace('torch.', '')}-{fmt}-n{N}c{C}h{H}w{W}-k{K}r{R}s{S}"
@@ -574,10 +571,6 @@ def device_guard(t: torch.Tensor):
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
-def _out_size(size, k, s, p, d):
-    return (size + 2 * p - d * (k - 1) - 1) // s + 1
-
-
 def _dummy(t):
     return t  # a valid pointer for arguments that a constexpr flag leaves unused
 
@@ -598,8 +591,8 @@ def conv_forward(x, w, bias, residual, stride, padding, dilation, groups, activa
     sh, sw = stride
     ph, pw = padding
     dh, dw = dilation
-    P, Q = _out_size(H, R, sh, ph, dh), _out_size(W, S, sw, pw, dw)
-    y = _ops.new_output((N, K, P, Q), x.dtype, x.device, _ops.conv_format(x, w))
+    P, Q = _common.conv_out_size(H, R, sh, ph, dh), _common.conv_out_size(W, S, sw, pw, dw)
+    y = _common.new_output((N, K, P, Q), x.dtype, x.device, _common.conv_format(x, w))
     M = N * P * Q
     if M == 0:
         return y
@@ -747,17 +740,17 @@ def conv_backward(grad, x, w, out, stride, padding, dilation, groups, activation
     """(grad_input, grad_weight, grad_bias, grad_act) on validated arguments; outputs not in
     output_mask are empty tensors."""
     relu = activation == "relu"
-    fmt = _ops.conv_format(x, w)
+    fmt = _common.conv_format(x, w)
     dtype, device = x.dtype, x.device
     K = w.shape[0]
 
     def empty():
         return torch.empty(0, dtype=dtype, device=device)
 
-    gi = _ops.new_output(x.shape, dtype, device, fmt) if output_mask[0] else None
-    gw = _ops.new_output(w.shape, dtype, device, suggest_memory_format(w)) if output_mask[1] else None
-    gb = _ops.new_output((K,), dtype, device) if output_mask[2] else None
-    ga = _ops.new_output(grad.shape, dtype, device, fmt) if output_mask[3] else None
+    gi = _common.new_output(x.shape, dtype, device, fmt) if output_mask[0] else None
+    gw = _common.new_output(w.shape, dtype, device, suggest_memory_format(w)) if output_mask[1] else None
+    gb = _common.new_output((K,), dtype, device) if output_mask[2] else None
+    ga = _common.new_output(grad.shape, dtype, device, fmt) if output_mask[3] else None
     if any(output_mask):
         _check_grid(groups, f"{family}_backward")
         key = shape_key(x, w, stride, padding, dilation, groups)
@@ -770,33 +763,24 @@ def conv_backward(grad, x, w, out, stride, padding, dilation, groups, activation
             gb if gb is not None else empty(), ga if ga is not None else empty())
 
 
-def check_backward_args(op, grad_output, input, weight, output, stride, padding, dilation, groups, activation):
-    """Validate a conv backward call (ValueError with the shapes); returns the activation."""
-    return _checks.conv_backward(op, grad_output, input, weight, output, stride, padding, dilation, groups,
-                                 activation)
-
-
 # ------------------------------------------------------------------------------------------------
 # op entry points (fastcnn::_triton_conv2d, fastcnn::_triton_conv2d_backward)
 # ------------------------------------------------------------------------------------------------
 
+# Arguments arrive validated (the router runs csrc/checks.h before any backend).
 # Defaults as the schema's: the dispatcher drops trailing arguments equal to their default.
 def conv2d(input, weight, bias=None, residual=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
            activation="none"):
-    act = _checks.activation(activation, "conv2d")
-    _checks.conv2d("conv2d", input, weight, bias, residual, stride, padding, dilation, groups)
     with device_guard(input):
         return conv_forward(input, weight, bias, residual, tuple(stride), tuple(padding), tuple(dilation), groups,
-                            act)
+                            activation)
 
 
 def conv2d_backward(grad_output, input, weight, output, stride, padding, dilation, groups, activation,
                     output_mask):
-    act = check_backward_args("conv2d_backward", grad_output, input, weight, output, stride, padding, dilation,
-                              groups, activation)
     with device_guard(input):
         return conv_backward(grad_output, input, weight, output, tuple(stride), tuple(padding), tuple(dilation),
-                             groups, act, list(output_mask))
+                             groups, activation, list(output_mask))
 
 
 IMPLS = {"conv2d": conv2d, "conv2d_backward": conv2d_backward}

@@ -15,6 +15,7 @@ import textwrap
 import pytest
 import torch
 
+import fastcnn
 from fastcnn import _cudasim
 
 ops = _cudasim.load()
@@ -261,8 +262,7 @@ def test_asan_clean_run():
     assert res.returncode == 0 and "clean" in res.stdout, res.stderr[-3000:]
 
 
-# ---- the conv engine on every forced tile and path (until the routing table lists cuda-sim,
-# through the engine's direct entry points) -------------------------------------------------
+# ---- the conv kernels on every forced tile and path, through the routed ops --------------------
 TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
 CONV_GEOMS = {  # N, C, H, W, K, R, stride, padding, dilation, groups
     "3x3": (2, 16, 7, 6, 40, 3, 1, 1, 1, 1),
@@ -289,12 +289,12 @@ def _conv_case(dtype, channels_last, geom, tol):
     P, Q = (H + 2 * pd - dl * (R - 1) - 1) // st + 1, (W + 2 * pd - dl * (R - 1) - 1) // st + 1
     r = torch.randn(N, K, P, Q, dtype=dtype)
     args = ([st] * 2, [pd] * 2, [dl] * 2, G, "relu")
-    y = ops.conv2d(x, w, b, r, *args)
+    y = torch.ops.fastcnn.conv2d(x, w, b, r, *args)
     xd, wd, bd, rd = (t.double().requires_grad_() for t in (x, w, b, r))
     pre = torch.nn.functional.conv2d(xd, wd, bd, st, pd, dl, G) + rd
     assert _rel(y, pre.relu()) <= tol, "forward"
     go = torch.randn_like(y)
-    gx, gw, gb, ga = ops.conv2d_backward(go, x, w, y, *args, [True, True, True, True])
+    gx, gw, gb, ga = torch.ops.fastcnn._conv2d_backward(go, x, w, y, *args, [True, True, True, True])
     g = go.double() * (y.double() > 0)  # the mask of the output the op computed
     rx, rw, rb = torch.autograd.grad(pre, [xd, wd, bd], g)
     for name, got, want in (("grad_input", gx, rx), ("grad_weight", gw, rw), ("grad_bias", gb, rb), ("grad_preact", ga, g)):
@@ -305,10 +305,6 @@ def _conv_case(dtype, channels_last, geom, tol):
                          ids=lambda d: str(d).split(".")[1])
 @pytest.mark.parametrize("force", range(len(FORCES)))
 def test_conv_engine_forced_paths(dtype, force, order):
-    prev = ops.get_force()
-    ops.set_force(FORCES[force])
-    try:
+    with _cudasim.forced(FORCES[force]), fastcnn.backend("cuda-sim"):
         for i, geom in enumerate(CONV_GEOMS.values()):
             _conv_case(dtype, (i + force) % 2 == 1, geom, TOL[dtype])
-    finally:
-        ops.set_force(prev)

@@ -33,9 +33,13 @@ import time
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEADERS = ("cuda_runtime.h", "cuda_fp16.h", "cuda_bf16.h")
-# Launchers cuda-sim compiles (csrc/cuda/<name>.cpp); the op entry points join once the routing
-# table lists cuda-sim.
-LAUNCHERS = ["conv_engine"]
+# The torch-aware sources cuda-sim compiles (csrc/<name>.cpp): the four op entry points (they register
+# fastcnn::_cudasim_<stem> under FASTCNN_SIMT), the conv engine, and the sm90 hooks with their pure
+# rule (the sim build never takes the sm90 path: csrc/cuda/sm90_dispatch.cpp). Not _C's router,
+# schemas or backend table (csrc/ops.cpp, backend.cpp, fastcnn.cpp): the module uses _C's through
+# fastcnn::Services.
+LAUNCHERS = ["cuda/conv2d", "cuda/conv1x1", "cuda/max_pool2d", "cuda/add_relu", "cuda/conv_engine",
+             "cuda/sm90_dispatch", "sm90_path"]
 
 
 def cuda_include() -> str | None:
@@ -95,7 +99,7 @@ def main() -> None:
 
     rel = lambda p: os.path.relpath(p, HERE)
     kernels = sorted(glob.glob(os.path.join(HERE, "csrc/cuda/*.cu")) + glob.glob(os.path.join(HERE, "csrc/cuda/sim/*.cu")))
-    launchers = [os.path.join(HERE, "csrc/cuda", n + ".cpp") for n in LAUNCHERS]
+    launchers = [os.path.join(HERE, "csrc", n + ".cpp") for n in LAUNCHERS]
     runtime = os.path.join(HERE, "csrc/cuda/sim/simt.cpp")
     module = os.path.join(HERE, "csrc/cuda/sim/module.cpp")
 

@@ -150,6 +150,15 @@ __device__ __forceinline__ void covering(I h, I pad, I k, I d, I s, I n_out, I& 
   hi = min((h + pad) / s + 1, n_out);
 }
 
+// Whether h is one of output row o's taps (o in covering()'s range: o*s - pad <= h), not a row
+// between two dilated taps. Only a tap can be a window's argmax, except for a window that holds no
+// input element (every tap in the padding or past the end): its -inf output carries PyTorch's
+// index, which lies outside the window, and its gradient must go nowhere (as on the CPU backend).
+template <typename I>
+__device__ __forceinline__ bool on_tap(I h, I o, I pad, I d, I s) {
+  return d == 1 || (h + pad - o * s) % d == 0;
+}
+
 // NCHW backward (gather): one input element per work item; i -> (plane, h, w), d_a = W, d_b = H.
 template <typename T, typename I>
 __global__ void __launch_bounds__(256) pool_bwd_nchw(const T* __restrict__ gy, const int64_t* __restrict__ idx,
@@ -169,7 +178,8 @@ __global__ void __launch_bounds__(256) pool_bwd_nchw(const T* __restrict__ gy, c
     for (I p = p0; p < p1; ++p)
       for (I q = q0; q < q1; ++q) {
         const I o = base + p * a.Q + q;
-        if (idx[o] == target) s += to_acc(gy[o]);
+        if (idx[o] == target && on_tap(h, p, a.ph, a.dh, a.sh) && on_tap(w, q, a.pw, a.dw, a.sw))
+          s += to_acc(gy[o]);
       }
     gx[i] = from_acc<T>(s);
   }
@@ -214,9 +224,10 @@ __global__ void __launch_bounds__(256) pool_bwd_nhwc(const T* __restrict__ gy, c
           iv[0] = idx[o];
           gv[0] = gy[o];
         }
+        const bool tap = on_tap(h, p, a.ph, a.dh, a.sh) && on_tap(w, q, a.pw, a.dw, a.sw);
 #pragma unroll
         for (int e = 0; e < V; ++e)
-          if (iv[e] == target) s[e] += to_acc(gv[e]);
+          if (iv[e] == target && tap) s[e] += to_acc(gv[e]);
       }
     const I o = i * I(V);
     if constexpr (V > 1) {

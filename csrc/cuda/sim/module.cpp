@@ -1,7 +1,8 @@
 // fastcnn._C_cudasim: the CUDA kernels and their torch-aware launchers built by the host compiler
-// against cuda-sim's runtime (simt.h), running on CPU tensors. This file holds what only the sim
-// module has: output allocation bound to _C's poison switch, the emulator's controls and the entry
-// points of the purpose-written test kernels (selftest.cu), as torch ops in the namespace
+// against cuda-sim's runtime (simt.h), running on CPU tensors; the launchers register the
+// fastcnn::_cudasim_<stem> implementation ops (FASTCNN_CUDA_LIBRARY_IMPL, backend.h). This file
+// holds what only the sim module has: _C's services bound at import, the emulator's controls and
+// the entry points of the purpose-written test kernels (selftest.cu), as torch ops in the namespace
 // fastcnn_cudasim (no pybind11: the module compiles against ATen and Python.h only).
 #include <Python.h>
 #include <ATen/ATen.h>
@@ -14,23 +15,33 @@
 #include <string>
 
 #include "backend.h"
-#include "checks.h"
-#include "cuda/conv_engine.h"
 #include "cuda/sim/selftest.h"
 #include "cuda/sim/simt_control.h"
 
 namespace fastcnn {
 
-// The launchers allocate through fastcnn::new_output / poison (backend.h). _C owns the switch
-// (fastcnn._C._set_poison); the sim module reads it through the address _C hands out, bound when
-// fastcnn imports the sim module, so one call poisons the outputs of every backend.
+// What the launchers use of _C (backend.h: output allocation with test poisoning, the "what ran"
+// trace) comes through the fastcnn::Services table _C hands out (_C._services_address()), bound
+// when fastcnn loads the sim module: one poison switch and one trace for every backend. Unbound
+// (the module imported on its own): no poisoning, no trace.
 namespace {
-std::atomic<bool> g_own_poison{false};
-std::atomic<const std::atomic<bool>*> g_poison_flag{&g_own_poison};
+std::atomic<const Services*> g_services{nullptr};
 }  // namespace
 
-bool poison_outputs() { return g_poison_flag.load(std::memory_order_relaxed)->load(std::memory_order_relaxed); }
-void set_poison_outputs(bool on) { g_own_poison.store(on, std::memory_order_relaxed); }
+bool poison_outputs() {
+  const Services* s = g_services.load(std::memory_order_acquire);
+  return s != nullptr && *s->poison;
+}
+
+bool trace_enabled() {
+  const Services* s = g_services.load(std::memory_order_acquire);
+  return s != nullptr && s->trace_enabled();
+}
+
+void trace_note(const std::string& key, const std::string& value) {
+  const Services* s = g_services.load(std::memory_order_acquire);
+  if (s != nullptr) s->trace_note(key.c_str(), value.c_str());
+}
 
 void poison(const at::Tensor& t) {
   if (!poison_outputs() || t.numel() == 0) return;
@@ -141,11 +152,10 @@ std::string join_map(const std::map<std::string, int>& m) {
 }  // namespace
 
 TORCH_LIBRARY(fastcnn_cudasim, m) {
-  // Output poisoning: read the switch at this address (fastcnn._C's), 0: the module's own.
-  m.def("bind_poison(int address) -> ()", [](int64_t addr) {
-    fastcnn::g_poison_flag.store(addr ? reinterpret_cast<const std::atomic<bool>*>(addr) : &fastcnn::g_own_poison);
+  // _C's fastcnn::Services at this address (_C._services_address()); 0 unbinds.
+  m.def("bind_services(int address) -> ()", [](int64_t addr) {
+    fastcnn::g_services.store(reinterpret_cast<const fastcnn::Services*>(addr), std::memory_order_release);
   });
-  m.def("set_poison(bool on) -> ()", [](bool on) { fastcnn::set_poison_outputs(on); });
   m.def("poison_enabled() -> bool", []() { return fastcnn::poison_outputs(); });
   // Scheduling order of warps and lanes: fwd, rev or rand:<seed>.
   m.def("set_order(str order) -> ()", [](const std::string& o) { fastcnn::simt::set_order(o); });
@@ -174,30 +184,6 @@ TORCH_LIBRARY(fastcnn_cudasim, m) {
   m.def("selftest_cp_async(Tensor src, Tensor valid, bool early_read) -> (Tensor, Tensor)", &selftest_cp_async);
   m.def("selftest_tf32(Tensor x) -> Tensor", &selftest_tf32);
   m.def("selftest_check(str name, int arg=0, Tensor? src=None) -> Tensor", &selftest_check);
-  // Until the routing table lists cuda-sim: the conv engine directly (forward, backward).
-  m.def("conv2d(Tensor input, Tensor weight, Tensor? bias, Tensor? residual, int[2] stride, int[2] padding, "
-        "int[2] dilation, int groups, str activation) -> Tensor",
-        [](const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-           const std::optional<at::Tensor>& residual, at::IntArrayRef stride, at::IntArrayRef padding,
-           at::IntArrayRef dilation, int64_t groups, const std::string& activation) {
-          const fastcnn::Activation act = fastcnn::parse_activation(activation);
-          const fastcnn::ConvGeom g =
-              fastcnn::check_conv2d("conv2d", input, weight, bias, residual, stride, padding, dilation, groups);
-          return fastcnn::cuda::conv_forward_cuda(input, weight, bias, residual, g, act);
-        });
-  m.def("conv2d_backward(Tensor grad_output, Tensor input, Tensor weight, Tensor? output, int[2] stride, "
-        "int[2] padding, int[2] dilation, int groups, str activation, bool[4] output_mask) -> "
-        "(Tensor, Tensor, Tensor, Tensor)",
-        [](const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
-           const std::optional<at::Tensor>& output, at::IntArrayRef stride, at::IntArrayRef padding,
-           at::IntArrayRef dilation, int64_t groups, const std::string& activation, std::array<bool, 4> mask) {
-          const fastcnn::Activation act = fastcnn::parse_activation(activation);
-          const fastcnn::ConvGeom g = fastcnn::check_conv2d("conv2d_backward", input, weight, std::nullopt,
-                                                            std::nullopt, stride, padding, dilation, groups);
-          fastcnn::check_conv_backward("conv2d_backward", input, grad_output, output, g, act);
-          return fastcnn::cuda::conv_backward_cuda(grad_output, input, weight, output, g, act,
-                                                   mask);
-        });
 }
 
 // The Python module itself is empty: importing it loads the library, whose static initialisers
