@@ -29,9 +29,14 @@ demo: build
 # duplicated cases are marked slow: PYTEST_ARGS="-q -rs --runslow" runs them too.
 PYTEST_TRITON = env TRITON_INTERPRET=1 $(PYTHON) -m pytest tests $(PYTEST_ARGS) -k "triton"
 
-test: build cuda-sim
-	@$(TIMED) "pytest: CPU suite" $(PYTHON) -m pytest tests $(PYTEST_ARGS)
+# Then the cuda-sim phase (make cuda-sim, below): CUDA_SIM=0 leaves it out (.ci/run runs it as its
+# own step).
+CUDA_SIM ?= 1
+
+test: build
+	@$(TIMED) "pytest: CPU suite" $(PYTHON) -m pytest tests $(PYTEST_ARGS) -m "not cudasim"
 	@$(TIMED) "pytest: Triton interpreter suite" $(PYTEST_TRITON)
+	@$(if $(filter 1,$(CUDA_SIM)),$(MAKE) --no-print-directory cuda-sim,echo "cuda-sim: left out (CUDA_SIM=0)")
 
 test-triton: build
 	@$(TIMED) "pytest: Triton interpreter suite" $(PYTEST_TRITON)
@@ -78,11 +83,32 @@ sm90-check:
 	$(PYTHON) tools/sm90_check.py
 
 # cuda-sim: the CUDA kernels and launchers compiled by the host compiler against a SIMT emulation
-# (fastcnn._C_cudasim; incremental, ninja). Skipped with the reason when no C++ compiler or no CUDA
-# headers are found; FASTCNN_SIM_ASAN_BUILD=1 also builds the AddressSanitizer variant. Not part
-# of `make demo` or of `pip install`.
+# (fastcnn._C_cudasim and its AddressSanitizer variant _C_cudasim_asan; incremental, ninja), then
+# every test marked cudasim (the op, fuzz, error and numerics tests on the targets cuda-sim and
+# cuda-sim-rev, tests/test_cuda_sim.py in three orders, LeNet-5), then the op tests' cuda-sim cases
+# once more under ASan (one order; the process preloads the ASan runtime). Skipped with the reason
+# when no C++ compiler or no CUDA headers are found, an error with FASTCNN_SIM_REQUIRE=1 (CI, where
+# nvcc is). FASTCNN_SIM_ASAN_BUILD=0 builds and runs without the ASan variant. Not part of `make
+# demo` or of `pip install`.
+FASTCNN_SIM_ASAN_BUILD ?= 1
+CUDASIM_TESTS ?= tests
+CUDASIM_ASAN_TESTS ?= tests/test_conv2d.py tests/test_conv1x1.py tests/test_max_pool2d.py tests/test_add_relu.py
+ASAN_PRELOAD = $(shell $(CXX) -print-file-name=libasan.so 2>/dev/null) $(shell $(CXX) -print-file-name=libstdc++.so.6 2>/dev/null)
+
 cuda-sim: build
-	@$(TIMED) "build: fastcnn._C_cudasim" $(PYTHON) tools/build_cudasim.py $(if $(filter 1,$(FASTCNN_SIM_ASAN_BUILD)),--asan)
+	@$(TIMED) "build: fastcnn._C_cudasim" $(PYTHON) tools/build_cudasim.py \
+	  $(if $(filter 1,$(FASTCNN_SIM_ASAN_BUILD)),--asan) $(if $(filter 1,$(FASTCNN_SIM_REQUIRE)),--require)
+	@if $(PYTHON) -c "import sys, fastcnn._cudasim as s; sys.exit(s.load() is None)" 2>/dev/null; then \
+	  $(TIMED) "pytest: cuda-sim (fwd + rev)" $(PYTHON) -m pytest $(CUDASIM_TESTS) $(PYTEST_ARGS) -m cudasim || exit 1; \
+	  if [ "$(FASTCNN_SIM_ASAN_BUILD)" = 1 ]; then \
+	    $(TIMED) "pytest: cuda-sim under ASan" env FASTCNN_SIM_ASAN=1 ASAN_OPTIONS=detect_leaks=0 \
+	      LD_PRELOAD="$(ASAN_PRELOAD)" $(PYTHON) -m pytest $(CUDASIM_ASAN_TESTS) $(PYTEST_ARGS) \
+	      -k "cuda-sim and not cuda-sim-rev" || exit 1; \
+	  fi; \
+	else \
+	  echo "cuda-sim: tests skipped: fastcnn._C_cudasim was not built (see above)"; \
+	  [ "$(FASTCNN_SIM_REQUIRE)" != 1 ] || exit 1; \
+	fi
 
 # The CPU op benchmark against PyTorch (oneDNN); rows appended to bench/results/cpu_ops.csv.
 bench-cpu: build

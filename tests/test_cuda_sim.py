@@ -19,7 +19,9 @@ import pytest
 import torch
 
 import fastcnn
+import fastcnn.functional as FF
 from fastcnn import _cudasim
+from fastcnn.testing import assert_close
 from test_add_relu import run_case as run_add_relu
 from test_max_pool2d import run_case as run_max_pool2d
 from test_numerics import test_max_pool2d_empty_window as run_empty_window
@@ -268,6 +270,24 @@ def test_asan_clean_run():
         print("clean")
     """)
     assert res.returncode == 0 and "clean" in res.stdout, res.stderr[-3000:]
+
+
+# ---- selection: the backend's names, explain, the environment switch ----------------------------
+def test_selected_like_any_backend():
+    assert "cuda-sim" in fastcnn.available_backends()
+    x, w = torch.randn(1, 8, 6, 5), torch.randn(8, 8, 3, 3)
+    with fastcnn.backend("cuda-sim"):
+        assert fastcnn.resolve("conv2d", x.device) == "cuda-sim"
+        out, ran = fastcnn.explain(FF.conv2d, x, w, padding=1)
+    assert [(r.op, r.backend) for r in ran] == [("conv2d", "cuda-sim")], ran
+    with fastcnn.backend("auto"):
+        assert fastcnn.resolve("conv2d", x.device) == "cpu"  # never chosen by auto
+    assert_close(out, torch.nn.functional.conv2d(x.double(), w.double(), padding=1), torch.float32)
+    code = ("import torch, fastcnn; x = torch.randn(2, 3, 4, 5); "
+            "out, ran = fastcnn.explain(fastcnn.functional.add_relu, x, x); print(ran[0].backend)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, FASTCNN_BACKEND="cuda-sim"))
+    assert res.returncode == 0 and res.stdout.strip() == "cuda-sim", res.stderr[-2000:]
 
 
 # ---- the conv kernels on every forced tile and path, through the routed ops --------------------
