@@ -94,6 +94,10 @@ FASTCNN_SIM_ASAN_BUILD ?= 1
 CUDASIM_TESTS ?= tests
 CUDASIM_ASAN_TESTS ?= tests/test_conv2d.py tests/test_conv1x1.py tests/test_max_pool2d.py tests/test_add_relu.py
 ASAN_PRELOAD = $(shell $(CXX) -print-file-name=libasan.so 2>/dev/null) $(shell $(CXX) -print-file-name=libstdc++.so.6 2>/dev/null)
+ASAN_ENV = env FASTCNN_SIM_ASAN=1 ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD="$(ASAN_PRELOAD)"
+# The ASan phase fails unless the ASan module is the one that loads (else its cases would skip).
+export CUDASIM_ASAN_LOADS = import sys, fastcnn._cudasim as s; ok = s.load() is not None and \
+  s.module_name().endswith("asan"); print("cuda-sim ASan:", "fastcnn." + s.module_name() if ok else s.ERROR); sys.exit(not ok)
 
 cuda-sim: build
 	@$(TIMED) "build: fastcnn._C_cudasim" $(PYTHON) tools/build_cudasim.py \
@@ -101,9 +105,9 @@ cuda-sim: build
 	@if $(PYTHON) -c "import sys, fastcnn._cudasim as s; sys.exit(s.load() is None)" 2>/dev/null; then \
 	  $(TIMED) "pytest: cuda-sim (fwd + rev)" $(PYTHON) -m pytest $(CUDASIM_TESTS) $(PYTEST_ARGS) -m cudasim || exit 1; \
 	  if [ "$(FASTCNN_SIM_ASAN_BUILD)" = 1 ]; then \
-	    $(TIMED) "pytest: cuda-sim under ASan" env FASTCNN_SIM_ASAN=1 ASAN_OPTIONS=detect_leaks=0 \
-	      LD_PRELOAD="$(ASAN_PRELOAD)" $(PYTHON) -m pytest $(CUDASIM_ASAN_TESTS) $(PYTEST_ARGS) \
-	      -k "cuda-sim and not cuda-sim-rev" || exit 1; \
+	    $(ASAN_ENV) $(PYTHON) -c "$$CUDASIM_ASAN_LOADS" || exit 1; \
+	    $(TIMED) "pytest: cuda-sim under ASan" $(ASAN_ENV) $(PYTHON) -m pytest $(CUDASIM_ASAN_TESTS) \
+	      $(PYTEST_ARGS) -k "cuda-sim and not cuda-sim-rev" || exit 1; \
 	  fi; \
 	else \
 	  echo "cuda-sim: tests skipped: fastcnn._C_cudasim was not built (see above)"; \

@@ -237,7 +237,7 @@ def _asan_built() -> bool:
 
 
 asan = pytest.mark.skipif(not (_asan_runtime() and _asan_built()),
-                          reason="ASan build of cuda-sim absent (make cuda-sim FASTCNN_SIM_ASAN=1) or no libasan")
+                          reason="ASan build of cuda-sim absent (make cuda-sim, FASTCNN_SIM_ASAN_BUILD=1) or no libasan")
 
 
 def run_asan(code: str) -> subprocess.CompletedProcess:
