@@ -131,14 +131,20 @@ def test_add_relu_nan_inf_table(dtype, backend_device):
     assert torch.equal(ga.cpu().double(), ra) and torch.equal(gb.cpu().double(), rb)
 
 
-def test_max_pool2d_empty_window(backend_device):
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_max_pool2d_empty_window(backend_device, layout):
     """A window that holds no input element (dilation lets every tap fall in the padding or past the
     end: W=1, kernel 2, padding 1, dilation 2): the output is -inf and the index PyTorch's (which lies
     outside the window: h0*W + first tap >= 0). Its gradient goes nowhere: no input element is in the
     window. PyTorch's own CPU backward adds it at that index instead, past the plane for the last row
-    (heap corruption: 'double free or corruption' after a few calls), so it is not called here."""
+    (heap corruption: 'double free or corruption' after a few calls), so it is not called here.
+    (cuda-sim found the CUDA backward adding it to the element at that index, which lies between the
+    window's dilated taps: both gather kernels, NCHW and NHWC, 4 channels reach the latter's vectors.)"""
     name, device = backend_device
-    x = leaf(torch.randn(2, 3, 9, 1, dtype=torch.float64).to(device))
+    x = torch.randn(2, 4, 9, 1, dtype=torch.float64)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    x = leaf(x.to(device))
     geom = ((2, 2), (2, 2), (0, 1), (1, 2), True)
     out, idx = FF.max_pool2d(x, *geom, return_indices=True)
     ref, ref_idx = F.max_pool2d(to64(x), *geom, return_indices=True)  # forward only

@@ -179,6 +179,15 @@ __device__ __forceinline__ void covering(I h, I pad, I k, I d, I s, I n_out, I& 
   hi = min((h + pad) / s + 1, n_out);
 }
 
+// Whether h is one of output row o's taps (o in covering()'s range: o*s - pad <= h), not a row
+// between two dilated taps. Only a tap can be a window's argmax, except for a window that holds no
+// input element (every tap in the padding or past the end): its -inf output carries PyTorch's
+// index, which lies outside the window, and its gradient must go nowhere (as on the CPU backend).
+template <typename I>
+__device__ __forceinline__ bool on_tap(I h, I o, I pad, I d, I s) {
+  return d == 1 || (h + pad - o * s) % d == 0;
+}
+
 // NCHW backward (gather): one input element per work item; i -> (plane, h, w), d_a = W, d_b = H.
 template <typename T, typename I>
 __global__ void __launch_bounds__(256) pool_bwd_nchw(const T* __restrict__ gy, const int64_t* __restrict__ idx,
@@ -198,7 +207,8 @@ __global__ void __launch_bounds__(256) pool_bwd_nchw(const T* __restrict__ gy, c
     for (I p = p0; p < p1; ++p)
       for (I q = q0; q < q1; ++q) {
         const I o = base + p * a.Q + q;
-        if (idx[o] == target) s += to_acc(gy[o]);
+        if (idx[o] == target && on_tap(h, p, a.ph, a.dh, a.sh) && on_tap(w, q, a.pw, a.dw, a.sw))
+          s += to_acc(gy[o]);
       }
     gx[i] = from_acc<T>(s);
   }
@@ -243,9 +253,10 @@ __global__ void __launch_bounds__(256) pool_bwd_nhwc(const T* __restrict__ gy, c
           iv[0] = idx[o];
           gv[0] = gy[o];
         }
+        const bool tap = on_tap(h, p, a.ph, a.dh, a.sh) && on_tap(w, q, a.pw, a.dw, a.sw);
 #pragma unroll
         for (int e = 0; e < V; ++e)
-          if (iv[e] == target) s[e] += to_acc(gv[e]);
+          if (iv[e] == target && tap) s[e] += to_acc(gv[e]);
       }
     const I o = i * I(V);
     if constexpr (V > 1) {
@@ -288,9 +299,10 @@ unsigned grid_for(int64_t work, int64_t num_sms) {
 }
 
 // int32 index math while every index and the grid-stride overshoot stay below 2^31.
+// (cuda-sim's tests force the 64-bit and the scalar paths through FASTCNN_PICK.)
 bool narrow(int64_t a, int64_t b) {
   const int64_t lim = (int64_t(1) << 31) - (int64_t(1) << 26);
-  return a < lim && b < lim;
+  return a < lim && b < lim && FASTCNN_PICK("pool_index32", 1, 2);
 }
 
 template <typename T, typename I>
@@ -303,11 +315,11 @@ void forward_typed(const MaxPool2dParams& p, cudaStream_t stream) {
     PoolArgs<I> a = make_args<I>(p.g, total, p.g.C);
     a.d_a = Divider<I>::make(p.g.Q);
     a.d_b = Divider<I>::make(p.g.P);
-    pool_fwd_nchw<T, I><<<grid_for(total, p.num_sms), 256, 0, stream>>>(x, y, p.idx, a);
+    FASTCNN_LAUNCH(grid_for(total, p.num_sms), 256, 0, stream, pool_fwd_nchw<T, I>)(x, y, p.idx, a);
     return;
   }
   const bool vec = p.g.C % V == 0 && aligned16_host(p.x) && aligned16_host(p.y) &&
-                   (p.idx == nullptr || aligned16_host(p.idx));
+                   (p.idx == nullptr || aligned16_host(p.idx)) && FASTCNN_PICK("pool_vec", 1, 2);
   const int64_t cvn = vec ? p.g.C / V : p.g.C;
   const int64_t total = p.g.N * p.g.P * p.g.Q * cvn;
   PoolArgs<I> a = make_args<I>(p.g, total, cvn);
@@ -315,9 +327,9 @@ void forward_typed(const MaxPool2dParams& p, cudaStream_t stream) {
   a.d_b = Divider<I>::make(p.g.Q);
   a.d_c = Divider<I>::make(p.g.P);
   if (vec)
-    pool_fwd_nhwc<T, I, V><<<grid_for(total, p.num_sms), 256, 0, stream>>>(x, y, p.idx, a);
+    FASTCNN_LAUNCH(grid_for(total, p.num_sms), 256, 0, stream, pool_fwd_nhwc<T, I, V>)(x, y, p.idx, a);
   else
-    pool_fwd_nhwc<T, I, 1><<<grid_for(total, p.num_sms), 256, 0, stream>>>(x, y, p.idx, a);
+    FASTCNN_LAUNCH(grid_for(total, p.num_sms), 256, 0, stream, pool_fwd_nhwc<T, I, 1>)(x, y, p.idx, a);
 }
 
 template <typename T, typename I>
@@ -330,10 +342,11 @@ void backward_typed(const MaxPool2dBackwardParams& p, cudaStream_t stream) {
     PoolArgs<I> a = make_args<I>(p.g, total, p.g.C);
     a.d_a = Divider<I>::make(p.g.W);
     a.d_b = Divider<I>::make(p.g.H);
-    pool_bwd_nchw<T, I><<<grid_for(total, p.num_sms), 256, 0, stream>>>(gy, p.idx, gx, a);
+    FASTCNN_LAUNCH(grid_for(total, p.num_sms), 256, 0, stream, pool_bwd_nchw<T, I>)(gy, p.idx, gx, a);
     return;
   }
-  const bool vec = p.g.C % V == 0 && aligned16_host(p.gy) && aligned16_host(p.gx) && aligned16_host(p.idx);
+  const bool vec = p.g.C % V == 0 && aligned16_host(p.gy) && aligned16_host(p.gx) && aligned16_host(p.idx) &&
+                   FASTCNN_PICK("pool_vec", 1, 2);
   const int64_t cvn = vec ? p.g.C / V : p.g.C;
   const int64_t total = p.g.N * p.g.H * p.g.W * cvn;
   PoolArgs<I> a = make_args<I>(p.g, total, cvn);
@@ -341,9 +354,9 @@ void backward_typed(const MaxPool2dBackwardParams& p, cudaStream_t stream) {
   a.d_b = Divider<I>::make(p.g.W);
   a.d_c = Divider<I>::make(p.g.H);
   if (vec)
-    pool_bwd_nhwc<T, I, V><<<grid_for(total, p.num_sms), 256, 0, stream>>>(gy, p.idx, gx, a);
+    FASTCNN_LAUNCH(grid_for(total, p.num_sms), 256, 0, stream, pool_bwd_nhwc<T, I, V>)(gy, p.idx, gx, a);
   else
-    pool_bwd_nhwc<T, I, 1><<<grid_for(total, p.num_sms), 256, 0, stream>>>(gy, p.idx, gx, a);
+    FASTCNN_LAUNCH(grid_for(total, p.num_sms), 256, 0, stream, pool_bwd_nhwc<T, I, 1>)(gy, p.idx, gx, a);
 }
 
 }  // namespace
