@@ -10,8 +10,8 @@ innermost dimension of that memory format, so loads and stores run along contigu
 * channels_last: rows are pixels (n, h, w), columns are channels;
 * NCHW: rows are (n, c, h), columns are the width.
 A program takes a BLOCK_R x BLOCK_C tile. A row's coordinates come from a few integer divisions done
-once per row, not per element; the tile shape follows the column count (block sizes are data in
-kernels/configs/max_pool2d*.json). Input and output strides are passed, so views with any strides or
+once per row, not per element; the tile shape follows the column count (block sizes are data: the
+"pool" candidates of kernels/configs/candidates.json). Input and output strides are passed, so views with any strides or
 a storage offset are read in place.
 
 Backward as a gather: each grad_input element visits the (at most kh*kw) outputs whose window holds

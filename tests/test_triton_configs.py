@@ -1,6 +1,7 @@
 """Every Triton launch config of every kernel family gives the right result.
 
-Launch configs live in kernels/configs/<family>.json; a tuned pick must never be able to select a
+Launch configs live in kernels/configs/ (one candidate list per kernel kind in candidates.json,
+each family's picks in <family>.json); a tuned pick must never be able to select a
 config that computes something else (block sizes that mis-mask a tail, a split-K that drops a
 chunk, warps-dependent layouts). ``FASTCNN_TRITON_CONFIG=i`` forces config ``i`` (modulo each
 family's length) for every family; each op section below runs forward and backward on tiny
@@ -13,8 +14,6 @@ Sections: structure of the config files (all ops); conv2d + conv1x1; max_pool2d 
 from __future__ import annotations
 
 import contextlib
-import glob
-import os
 
 import pytest
 import torch
@@ -33,8 +32,7 @@ needs_runner = pytest.mark.skipif(not (HAS_CUDA or INTERPRET),
 def _families(prefix: str) -> list[str]:
     from fastcnn.kernels import _tuning
 
-    paths = sorted(glob.glob(os.path.join(_tuning._DIR, f"{prefix}*.json")))
-    return [os.path.basename(p)[:-5] for p in paths]
+    return [f for f in _tuning.families() if f.startswith(prefix)]
 
 
 def _max_configs(prefixes) -> int:
@@ -58,20 +56,51 @@ def _pow2(v) -> bool:
     return isinstance(v, int) and v > 0 and v & (v - 1) == 0
 
 
+def test_candidate_lists_are_valid():
+    """One list per kernel kind, each config with power-of-two blocks and warps, no duplicates."""
+    from fastcnn.kernels import _tuning
+
+    kinds = _tuning.candidates()
+    assert set(kinds) == {"conv_gemm", "conv_wgrad", "pool", "elementwise"}
+    for kind, cfgs in kinds.items():
+        assert len({tuple(sorted(c.items())) for c in cfgs}) == len(cfgs), kind
+        for i, cfg in enumerate(cfgs):
+            for k in ("num_warps", "num_stages"):
+                assert isinstance(cfg.get(k, 1), int) and cfg.get(k, 1) >= 1, (kind, i, k)
+            assert _pow2(cfg.get("num_warps", 4)), (kind, i)
+            for k, v in cfg.items():
+                if k.startswith("BLOCK"):
+                    assert _pow2(v), (kind, i, k, v)
+    used = {_tuning.load(f)["kind"] for f in _tuning.families()}
+    assert used == set(kinds), "a candidate list no family references"
+
+
 @pytest.mark.parametrize("family", _families(""))
 def test_config_file_is_valid(family):
     from fastcnn.kernels import _tuning
 
     data = _tuning.load(family)
-    for i, cfg in enumerate(data["configs"]):
-        for k in ("num_warps", "num_stages"):
-            assert isinstance(cfg.get(k, 1), int) and cfg.get(k, 1) >= 1, (family, i, k)
-        assert _pow2(cfg.get("num_warps", 4)), (family, i)
-        for k, v in cfg.items():
-            if k.startswith("BLOCK"):
-                assert _pow2(v), (family, i, k, v)
+    assert data["configs"] is _tuning.candidates()[data["kind"]]
     for key, idx in data["picks"].items():
         assert isinstance(idx, int) and 0 <= idx < len(data["configs"]), (family, key, idx)
+
+
+def test_config_file_names_a_kind(tmp_path, monkeypatch):
+    from fastcnn.kernels import _tuning
+
+    (tmp_path / "candidates.json").write_text('{"conv_gemm": [{"BLOCK_M": 16}]}')
+    (tmp_path / "bogus.json").write_text('{"candidates": "conv_gem", "picks": {}}')
+    monkeypatch.setattr(_tuning, "_DIR", str(tmp_path))
+    _tuning.candidates.cache_clear()
+    _tuning.load.cache_clear()
+    try:
+        assert _tuning.families() == ["bogus"]
+        with pytest.raises(ValueError, match="conv_gem"):
+            _tuning.load("bogus")
+    finally:
+        monkeypatch.undo()
+        _tuning.candidates.cache_clear()
+        _tuning.load.cache_clear()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -216,7 +245,7 @@ def test_conv_wgrad_split_k_is_exercised(force_config, monkeypatch):
 
     monkeypatch.setattr(kconv, "_splitk_reduce_kernel", Spy())
     split_idx = [i for i, c in enumerate(_tuning.configs("conv2d_wgrad")) if c.get("SPLIT_K", 1) > 1]
-    assert split_idx, "no split-K config in conv2d_wgrad.json"
+    assert split_idx, "no split-K config in the conv_wgrad candidates"
     force_config(split_idx[0])
     _run_conv(CONV2D_CASES[2], "conv2d", torch.float32, None)
     assert len(grids) == 2  # grad_weight and grad_bias partial sums
