@@ -34,7 +34,8 @@ from torch._prims_common import suggest_memory_format
 
 from fastcnn import _checks
 
-from . import _tuning
+from . import _launch, _tuning
+from ._round import to_out
 
 # Indices at or past this use int64 arithmetic (IDX64); tests lower it to run the int64 paths on
 # tiny shapes.
@@ -48,7 +49,12 @@ def _first_tap(i0, D: tl.constexpr):
     return tl.where(i0 < 0, i0 + ((D - 1 - i0) // D) * D, i0)
 
 
-@triton.jit
+# Sizes that only bound the row masks and feed the row decompositions are not specialised (see
+# kernels/_conv_igemm.py _SIZES_FWD); n_cols (the contiguous columns' mask) is.
+_SIZES = ("C", "H", "W", "P", "Q", "n_rows", "col_blocks")
+
+
+@triton.jit(do_not_specialize=_SIZES)
 def _max_pool2d_forward_kernel(
         x_ptr, out_ptr, idx_ptr,
         C, H, W, P, Q, n_rows, n_cols, col_blocks,
@@ -111,12 +117,12 @@ def _max_pool2d_forward_kernel(
                     mi = tl.where(take, ih * W + iw, mi)
     o_off = n.to(tl.int64) * son + c.to(tl.int64) * soc + p.to(tl.int64) * sop + q.to(tl.int64) * soq
     if STORE_OUT:
-        tl.store(out_ptr + o_off, m.to(out_ptr.dtype.element_ty), mask=mask)
+        tl.store(out_ptr + o_off, to_out(m, out_ptr.dtype.element_ty), mask=mask)
     if STORE_IDX:
         tl.store(idx_ptr + o_off, mi.to(idx_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SIZES)
 def _max_pool2d_backward_kernel(
         go_ptr, idx_ptr, gi_ptr,
         C, H, W, P, Q, n_rows, n_cols, col_blocks,
@@ -175,7 +181,7 @@ def _max_pool2d_backward_kernel(
             g = tl.load(go_nc + p64 * sgp + q64 * sgq, mask=ok, other=0)
             acc += tl.where(k == pos, g.to(acc.dtype), 0)  # where, not a product: NaN elsewhere stays out
     g_off = n64 * sxn + c64 * sxc + ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw
-    tl.store(gi_ptr + g_off, acc.to(gi_ptr.dtype.element_ty), mask=mask)
+    tl.store(gi_ptr + g_off, to_out(acc, gi_ptr.dtype.element_ty), mask=mask)
 
 
 def _pairs(op, kernel_size, stride, padding, dilation):
@@ -206,19 +212,33 @@ def _key(x: torch.Tensor, channels_last: bool, geom) -> str:
     return f"{'nhwc' if channels_last else 'nchw'}:{str(x.dtype)[6:]}:C{C}:H{H}:W{W}:k{kh}x{kw}:s{sh}x{sw}"
 
 
-def _forward(x, out, idx, geom, channels_last, store_out):
-    """Launch the forward kernel: out (when store_out) and idx (when not None) in the same layout."""
+def plan_forward(x, out, idx, geom, channels_last, store_out):
+    """The launch writing out (when store_out) and idx (when not None), both in the same layout."""
     ref = out if out is not None else idx  # out and idx share shape and strides; an absent one gets ref
     N, C, H, W = x.shape
     P, Q = ref.shape[2:]
     n_rows, n_cols = (N * P * Q, C) if channels_last else (N * C * P, Q)
     block_r, block_c, col_blocks, grid, launch = _tiles("max_pool2d", _key(x, channels_last, geom), n_rows, n_cols)
     idx64 = n_rows + block_r >= INT32_LIMIT or H * W >= INT32_LIMIT
-    _max_pool2d_forward_kernel[grid](
-        x, ref if out is None else out, ref if idx is None else idx,
-        C, H, W, P, Q, n_rows, n_cols, col_blocks, *x.stride(), *ref.stride(), **_geometry_args(*geom),
-        CHANNELS_LAST=channels_last, STORE_OUT=store_out, STORE_IDX=idx is not None, IDX64=idx64,
-        BLOCK_R=block_r, BLOCK_C=block_c, **launch)
+    args = (x, ref if out is None else out, ref if idx is None else idx,
+            C, H, W, P, Q, n_rows, n_cols, col_blocks, *x.stride(), *ref.stride())
+    consts = dict(**_geometry_args(*geom), CHANNELS_LAST=channels_last, STORE_OUT=store_out,
+                  STORE_IDX=idx is not None, IDX64=idx64, BLOCK_R=block_r, BLOCK_C=block_c)
+    return [_launch.launch(_max_pool2d_forward_kernel, grid, args, consts, launch)]
+
+
+def plan_backward(grad_output, indices, gi, geom, channels_last):
+    """The launch gathering grad_input from grad_output at the (forward's) indices."""
+    N, C, H, W = gi.shape
+    n_rows, n_cols = (N * H * W, C) if channels_last else (N * C * H, W)
+    block_r, block_c, col_blocks, grid, launch = _tiles("max_pool2d_backward", _key(gi, channels_last, geom),
+                                                        n_rows, n_cols)
+    idx64 = n_rows + block_r >= INT32_LIMIT or H * W >= INT32_LIMIT
+    args = (grad_output, indices, gi, C, H, W, *grad_output.shape[2:], n_rows, n_cols, col_blocks,
+            *grad_output.stride(), *indices.stride(), *gi.stride())
+    consts = dict(**_geometry_args(*geom), CHANNELS_LAST=channels_last, IDX64=idx64,
+                  ACC64=gi.dtype == torch.float64, BLOCK_R=block_r, BLOCK_C=block_c)
+    return [_launch.launch(_max_pool2d_backward_kernel, grid, args, consts, launch)]
 
 
 def max_pool2d(input, kernel_size, stride, padding=(0, 0), dilation=(1, 1), ceil_mode=False, with_indices=False):
@@ -234,7 +254,8 @@ def max_pool2d(input, kernel_size, stride, padding=(0, 0), dilation=(1, 1), ceil
     else:
         idx = torch.empty((0,), dtype=torch.int64, device=input.device)
     if out.numel() > 0:  # an empty batch launches nothing
-        _forward(input, out, idx if with_indices else None, geom, fmt == torch.channels_last, store_out=True)
+        _launch.run(plan_forward(input, out, idx if with_indices else None, geom, fmt == torch.channels_last,
+                                 store_out=True))
     return out, idx
 
 
@@ -255,16 +276,8 @@ def max_pool2d_backward(grad_output, input, indices, kernel_size, stride, paddin
         # Scratch indices from the forward kernel (int32 where positions fit: half the bytes).
         pos_dtype = torch.int32 if H * W < INT32_LIMIT else torch.int64
         indices = torch.empty(shape, dtype=pos_dtype, device=input.device, memory_format=fmt)
-        _forward(input, None, indices, geom, channels_last, store_out=False)
-    n_rows, n_cols = (N * H * W, C) if channels_last else (N * C * H, W)
-    block_r, block_c, col_blocks, grid, launch = _tiles("max_pool2d_backward", _key(input, channels_last, geom),
-                                                        n_rows, n_cols)
-    idx64 = n_rows + block_r >= INT32_LIMIT or H * W >= INT32_LIMIT
-    _max_pool2d_backward_kernel[grid](
-        grad_output, indices, gi, C, H, W, *shape[2:], n_rows, n_cols, col_blocks,
-        *grad_output.stride(), *indices.stride(), *gi.stride(), **_geometry_args(*geom),
-        CHANNELS_LAST=channels_last, IDX64=idx64, ACC64=input.dtype == torch.float64,
-        BLOCK_R=block_r, BLOCK_C=block_c, **launch)
+        _launch.run(plan_forward(input, None, indices, geom, channels_last, store_out=False))
+    _launch.run(plan_backward(grad_output, indices, gi, geom, channels_last))
     return gi
 
 
