@@ -11,8 +11,8 @@ innermost dimension of that memory format, so loads and stores run along contigu
 * NCHW: rows are (n, c, h), columns are the width.
 A program takes a BLOCK_R x BLOCK_C tile. A row's coordinates come from a few integer divisions done
 once per row, not per element; the tile shape follows the column count (block sizes are data: the
-"pool" candidates of kernels/configs/candidates.json). Input and output strides are passed, so views with any strides or
-a storage offset are read in place.
+"pool" candidates of kernels/configs/candidates.json). Input and output strides are passed, so
+views with any strides or a storage offset are read in place.
 
 Backward as a gather: each grad_input element visits the (at most kh*kw) outputs whose window holds
 it and sums the grad_output of those whose index is its own position. Overlapping windows (stride <
@@ -131,7 +131,7 @@ def _max_pool2d_backward_kernel(
         sxn, sxc, sxh, sxw,  # grad_input element strides
         KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
         PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
-        CHANNELS_LAST: tl.constexpr, IDX64: tl.constexpr, ACC64: tl.constexpr,
+        CHANNELS_LAST: tl.constexpr, IDX64: tl.constexpr, ACC64: tl.constexpr, OFF64: tl.constexpr,
         BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
     pid = tl.program_id(0)
     pid_r = pid // col_blocks
@@ -167,19 +167,24 @@ def _max_pool2d_backward_kernel(
         acc = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
     # Output (p, q) holds (ih, iw) at tap (i, j) when p*SH - PH + i*DH == ih (and likewise for q):
     # p = (ih + PH - i*DH) / SH when that divides exactly and lands in [0, P).
-    for i in tl.static_range(KH):
+    # One rolled loop over the taps: unrolled, ptxas hoists every tap's loads and their 64-bit
+    # addresses (sm_90, AlexNet pool1, NCHW bf16 3x3/s2, int64 indices, 16x64 tiles: 255
+    # registers + 64 B of spills; rolled: 64 registers, no spills; fp32 56-64). In-plane offsets
+    # are int32 unless a plane spans 2^31 elements (OFF64).
+    for t in tl.range(0, KH * KW, loop_unroll_factor=1):
+        i = t // KW
+        j = t - i * KW
         th = ih + (PH - i * DH)
         p = th // SH
-        p_ok = (th >= 0) & (th == p * SH) & (p < P)
-        p64 = p.to(tl.int64)
-        for j in tl.static_range(KW):
-            tw = iw + (PW - j * DW)
-            q = tw // SW
-            ok = p_ok & (tw >= 0) & (tw == q * SW) & (q < Q) & mask
-            q64 = q.to(tl.int64)
-            k = tl.load(idx_nc + p64 * sip + q64 * siq, mask=ok, other=-1)
-            g = tl.load(go_nc + p64 * sgp + q64 * sgq, mask=ok, other=0)
-            acc += tl.where(k == pos, g.to(acc.dtype), 0)  # where, not a product: NaN elsewhere stays out
+        tw = iw + (PW - j * DW)
+        q = tw // SW
+        ok = (th >= 0) & (th == p * SH) & (p < P) & (tw >= 0) & (tw == q * SW) & (q < Q) & mask
+        if OFF64:
+            p = p.to(tl.int64)
+            q = q.to(tl.int64)
+        k = tl.load(idx_nc + (p * sip + q * siq), mask=ok, other=-1)
+        g = tl.load(go_nc + (p * sgp + q * sgq), mask=ok, other=0)
+        acc += tl.where(k == pos, g.to(acc.dtype), 0)  # where, not a product: NaN elsewhere stays out
     g_off = n64 * sxn + c64 * sxc + ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw
     tl.store(gi_ptr + g_off, to_out(acc, gi_ptr.dtype.element_ty), mask=mask)
 
@@ -227,6 +232,11 @@ def plan_forward(x, out, idx, geom, channels_last, store_out):
     return [_launch.launch(_max_pool2d_forward_kernel, grid, args, consts, launch)]
 
 
+def _plane_span(*tensors) -> int:
+    """The largest in-plane offset (h and w dimensions) of any of the tensors, plus one."""
+    return max(1 + sum((t.shape[d] - 1) * t.stride(d) for d in (2, 3)) for t in tensors)
+
+
 def plan_backward(grad_output, indices, gi, geom, channels_last):
     """The launch gathering grad_input from grad_output at the (forward's) indices."""
     N, C, H, W = gi.shape
@@ -237,7 +247,8 @@ def plan_backward(grad_output, indices, gi, geom, channels_last):
     args = (grad_output, indices, gi, C, H, W, *grad_output.shape[2:], n_rows, n_cols, col_blocks,
             *grad_output.stride(), *indices.stride(), *gi.stride())
     consts = dict(**_geometry_args(*geom), CHANNELS_LAST=channels_last, IDX64=idx64,
-                  ACC64=gi.dtype == torch.float64, BLOCK_R=block_r, BLOCK_C=block_c)
+                  ACC64=gi.dtype == torch.float64, OFF64=_plane_span(grad_output, indices) >= INT32_LIMIT,
+                  BLOCK_R=block_r, BLOCK_C=block_c)
     return [_launch.launch(_max_pool2d_backward_kernel, grid, args, consts, launch)]
 
 
