@@ -1,6 +1,10 @@
 """Triton conv2d weight-gradient kernel (with grad_bias and grad_act) and the split-K reduction.
 
-See kernels/conv2d.py for the design; the launchers there choose the constexprs.
+See kernels/conv2d.py for the design; the launchers there choose the constexprs. BLOCK_M tiles the
+output channels, BLOCK_N the weight columns (taps x channels), BLOCK_K the pixels. SWAP computes
+the transposed product (columns x channels): the tensor cores' M is then the column tile, so a
+layer with few output channels per group (LeNet's 6 and 16, GoogLeNet's 16-32 channel reduce
+branches) takes a 16- or 32-wide channel tile and still reaches wgmma (M = 64 per warpgroup).
 """
 
 import triton
@@ -24,7 +28,7 @@ def _conv_wgrad_kernel(
     R: tl.constexpr, S: tl.constexpr, RELU: tl.constexpr,
     HAS_DW: tl.constexpr, HAS_DB: tl.constexpr, WRITE_GA: tl.constexpr,
     FLAT: tl.constexpr, CHECK_BOUNDS: tl.constexpr, IDX: tl.constexpr,
-    FP64: tl.constexpr, UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
+    FP64: tl.constexpr, UPCAST: tl.constexpr, DOT_PREC: tl.constexpr, SWAP: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -70,12 +74,12 @@ def _conv_wgrad_kernel(
     c_w = c.to(IDX)
     x_col = dh_n.to(IDX) * sxh + dw_n.to(IDX) * sxw + (grp * C_g + c).to(IDX) * sxc
 
-    if FP64:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
-        db_acc = tl.zeros((BLOCK_M,), dtype=tl.float64)
+    acc_ty = tl.float64 if FP64 else tl.float32
+    if SWAP:
+        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=acc_ty)
     else:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        db_acc = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=acc_ty)
+    db_acc = tl.zeros((BLOCK_M,), dtype=acc_ty)
 
     pix_start = pid_s.to(IDX) * pix_per_split
     pix_end = tl.minimum(pix_start + pix_per_split, NPQ)
@@ -118,12 +122,20 @@ def _conv_wgrad_kernel(
                     row_ok = row_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
                 x_mask = row_ok[:, None] & n_ok[None, :]
             xt = tl.load(x_ptr + x_pix[:, None] + x_col[None, :], mask=x_mask, other=0.0)
-            acc = _mma(gt, xt, acc, FP64, UPCAST, DOT_PREC)
+            if SWAP:
+                acc = _mma(tl.trans(xt), tl.trans(gt), acc, FP64, UPCAST, DOT_PREC)
+            else:
+                acc = _mma(gt, xt, acc, FP64, UPCAST, DOT_PREC)
 
     if HAS_DW:
         col_off = c_w * sdwc + r.to(IDX) * sdwr + s.to(IDX) * sdws
-        dw_ptrs = dw_ptr + pid_s.to(IDX) * sdw_split + (k_glob * sdwk)[:, None] + col_off[None, :]
-        tl.store(dw_ptrs, to_out(acc, dw_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+        dw_split = dw_ptr + pid_s.to(IDX) * sdw_split
+        if SWAP:
+            dw_ptrs = dw_split + col_off[:, None] + (k_glob * sdwk)[None, :]
+            tl.store(dw_ptrs, to_out(acc, dw_ptr.dtype.element_ty), mask=n_ok[:, None] & m_ok[None, :])
+        else:
+            dw_ptrs = dw_split + (k_glob * sdwk)[:, None] + col_off[None, :]
+            tl.store(dw_ptrs, to_out(acc, dw_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
     if HAS_DB:
         db_ptrs = db_ptr + pid_s.to(IDX) * sdb_split + k_glob * sdb
         tl.store(db_ptrs, to_out(db_acc, db_ptr.dtype.element_ty), mask=first_rows)

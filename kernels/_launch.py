@@ -53,16 +53,20 @@ class Launch:
     args: tuple
     constexprs: dict
     options: dict
-    gemm_m: int = 0  # a GEMM kernel's M (the dimension BLOCK_M tiles), for the AOT check's wgmma rule
+    # a GEMM kernel's M and its tile (the dimension tensor cores take as M), for the AOT check's
+    # rule that GEMMs with M >= 64 get tiles of 64 or more, which reach wgmma on sm_90
+    gemm_m: int = 0
+    tile_m: int = 0
 
     def __call__(self):
         self.kernel[self.grid](*self.args, **self.constexprs, **self.options)
 
 
-def launch(kernel, grid, args, constexprs, options, gemm_m: int = 0) -> Launch:
+def launch(kernel, grid, args, constexprs, options, gemm_m: int = 0, tile_m: int | None = None) -> Launch:
     options = dict(options)
     options.setdefault("enable_fp_fusion", FP_FUSION)
-    return Launch(kernel, tuple(grid), tuple(args), dict(constexprs), options, gemm_m)
+    tile_m = constexprs.get("BLOCK_M", 0) if tile_m is None else tile_m
+    return Launch(kernel, tuple(grid), tuple(args), dict(constexprs), options, gemm_m, tile_m)
 
 
 _COLLECT: list | None = None

@@ -121,7 +121,11 @@ def _config(family: str, key: str, channels: int, dtype: torch.dtype, target: _l
     else:
         # Untuned shapes: the first config, or the first with narrow channel tiles when there
         # are few channels per group (LeNet's 6 and 16, depthwise 1): a 64-wide tile would
-        # compute 2-64x more products than needed.
+        # compute 2-64x more products than needed. For wgrad that is the SWAP 32x64x32 (weight
+        # columns x channels, so the tensor cores' M is the 64 columns): ptxas, sm_90, LeNet-5
+        # conv2: bf16 128 registers, tf32 127, no spills, wgmma; the former 32x64x64 (channels
+        # x columns) took 168 registers + 20 B of spills (bf16), 255 + 428-496 B (tf32), and
+        # mma.sync at its 32 rows.
         default = 0
         if channels <= 32:
             default = next((i for i, c in enumerate(cfgs) if c[channel_block] <= 32), 0)
@@ -135,6 +139,17 @@ def _config(family: str, key: str, channels: int, dtype: torch.dtype, target: _l
         meta["BLOCK_M"] = min(meta["BLOCK_M"], 32)
         meta["BLOCK_N"] = min(meta["BLOCK_N"], 32)
         meta["BLOCK_K"] = min(meta["BLOCK_K"], 8)
+    if dtype == torch.float32 and not allow_tf32() and target.kind in FP64_TILE_CAP_DEVICES:
+        # fp32 with TF32 off is an FMA dot (input_precision="ieee"), its operands in registers:
+        # BLOCK_K 16 halves them and changes no tile's products per step. ptxas, sm_90, 64x64x32
+        # wgrad: 255 registers + 432 B (ResNet-50 conv1, NCHW) / 456 B (AlexNet conv1) / 44 B
+        # (1x1 with grad_act) of spills; at 64x64x16: 209 / 227 / 165 registers, none (sm_80 too).
+        meta["BLOCK_K"] = min(meta["BLOCK_K"], 16)
+    elif dtype == torch.float32 and family.endswith("wgrad") and target.kind in FP64_TILE_CAP_DEVICES:
+        # TF32 wgrad: both operands are gathered fp32 tiles with per-element addresses. 64x64x32,
+        # NCHW 1x1 with grad_act (ResNet-50): 255 registers + 12 B of spills on sm_90, + 68-76 B
+        # on sm_80; BLOCK_K 16 (two k8 MMA steps a tile): none, see bench/results/triton_aot.csv.
+        meta["BLOCK_K"] = min(meta["BLOCK_K"], 16)
     return meta, launch, split_k
 
 
@@ -275,6 +290,7 @@ def _plan_wgrad(grad, out, x, w, gw, gb, ga, stride, padding, dilation, groups, 
     NPQ = N * P * Q
     has_dw, has_db, write_ga = gw is not None, gb is not None, ga is not None
     meta, launch, split_k = _config(f"{family}_wgrad", key, K_g, x.dtype, target, config, "BLOCK_M")
+    meta["SWAP"] = bool(meta.get("SWAP", False))
     BM, BN, BK = meta["BLOCK_M"], meta["BLOCK_N"], meta["BLOCK_K"]
     flat = _use_flat(R, S, C_g, BN) if flat is None else flat
     if has_dw:
@@ -320,7 +336,8 @@ def _plan_wgrad(grad, out, x, w, gw, gb, ga, stride, padding, dilation, groups, 
                   FLAT=bool(flat), CHECK_BOUNDS=padding[0] > 0 or padding[1] > 0,
                   IDX=_index_type(grad, o, x, dw_t, db_t, ga_t, rows=NPQ + split_k * BK),
                   **dot_mode(x.dtype, target.interpreter), **meta)
-    plan = [_launch.launch(_conv_wgrad_kernel, grid, args, consts, launch, gemm_m=K_g)]
+    gemm_m, tile_m = (R * S * C_g, BN) if meta["SWAP"] else (K_g, BM)  # SWAP: columns x channels
+    plan = [_launch.launch(_conv_wgrad_kernel, grid, args, consts, launch, gemm_m=gemm_m, tile_m=tile_m)]
     if split_k > 1:
         fp64 = acc_dtype == torch.float64
         if has_dw:
