@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 
 import torch
 import triton
@@ -51,6 +52,7 @@ from fastcnn import _ops
 
 from . import _launch, _tuning
 from ._conv_igemm import _conv_dgrad_kernel, _conv_fwd_kernel
+from ._conv_tma import _conv_fwd_tma_kernel
 from ._conv_wgrad import _conv_wgrad_kernel, _splitk_reduce_kernel
 
 # Offsets are int32 unless a tensor (or the pixel count) spans 2^30 elements: the 2-D address
@@ -60,6 +62,11 @@ from ._conv_wgrad import _conv_wgrad_kernel, _splitk_reduce_kernel
 # whose offsets may point up to about one image or tap past the end.
 _IDX32_SPAN = 2**30
 _MAX_GRID_YZ = 65535  # CUDA's limit on grid dimensions 1 and 2 (groups, dgrad phases, splits)
+
+# The TMA-descriptor forward (kernels/_conv_tma.py) on Hopper, off by default until a GPU validation
+# record covers it; under Triton's interpreter (which runs descriptors) the switch turns it on too.
+TMA_ENV = "FASTCNN_TRITON_TMA"
+_TMA_WAVES = 4  # grids of at most this many waves of programs run as a persistent tile loop
 
 # ------------------------------------------------------------------------------------------------
 # launch helpers
@@ -184,6 +191,75 @@ def _dummy(t):
 # plans (what to launch, as Launch records) and launchers
 # ------------------------------------------------------------------------------------------------
 
+def tma_enabled() -> bool:
+    return os.environ.get(TMA_ENV, "0") == "1"
+
+
+def _tma_geometry(x, wp, stride, padding, groups, block_k, target):
+    """"2d" (a 1x1 stride-1 conv as a GEMM over [N*H*W, C]), "4d" (a stride-1 conv, boxes of
+    [N, H, W, C] shifted per tap) or None (the pointer kernel) for a forward on ``target``."""
+    if not tma_enabled() or not (target.interpreter or target.capability >= (9, 0)):
+        return None
+    if not (x.dtype in (torch.float16, torch.bfloat16) or (x.dtype == torch.float32 and allow_tf32())):
+        return None  # descriptors feed the tensor cores; fp32-ieee and fp64 keep their FMA kernels
+    elem = x.element_size()
+    if groups != 1 or not x.is_contiguous(memory_format=torch.channels_last) or x.shape[1] * elem % 16:
+        return None  # descriptor strides must be 16-byte multiples, the channels dense and innermost
+    if x.data_ptr() % 16 or wp.data_ptr() % 16 or block_k * elem % 16 or tuple(stride) != (1, 1):
+        return None  # a view with an unaligned storage offset, a box row under 16 bytes, a strided conv
+    if max(x.numel(), wp.numel()) >= _IDX32_SPAN:
+        return None
+    R, S = wp.shape[2], wp.shape[3]
+    return "2d" if R == S == 1 and tuple(padding) == (0, 0) else "4d"
+
+
+def _spatial_tile(P: int, Q: int, block_m: int) -> tuple[int, int]:
+    """(TILE_H, TILE_W) with TILE_H * TILE_W = block_m covering P x Q with the fewest padded
+    rows (ties: the wider tile, whose rows are longer runs of memory)."""
+    best = None
+    tw = 1
+    while tw <= block_m:
+        th = block_m // tw
+        area = triton.cdiv(P, th) * th * triton.cdiv(Q, tw) * tw
+        if best is None or area <= best[0]:
+            best = (area, th, tw)
+        tw *= 2
+    return best[1], best[2]
+
+
+def _plan_forward_tma(x, wp, b, r, y, geometry, has_bias, has_res, activation, padding, dilation, meta, launch,
+                      target):
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    N, C, H, W = x.shape
+    K, _, R, S = wp.shape
+    P, Q = y.shape[2], y.shape[3]
+    BM, BN, BK = meta["BLOCK_M"], meta["BLOCK_N"], meta["BLOCK_K"]
+    # dense channels_last strides from the sizes (the reported stride of a size-1 dim is arbitrary)
+    if geometry == "2d":
+        th, tw = 1, 1
+        x_desc = TensorDescriptor(x, [N * H * W, C], [C, 1], [BM, BK])
+        num_m = triton.cdiv(N * P * Q, BM)
+    else:
+        th, tw = _spatial_tile(P, Q, BM)
+        x_desc = TensorDescriptor(x, [N, H, W, C], [H * W * C, W * C, C, 1], [1, th, tw, BK])
+        num_m = N * triton.cdiv(P, th) * triton.cdiv(Q, tw)
+    w_desc = TensorDescriptor(wp, [K, R * S, C], [R * S * C, C, 1], [BN, 1, BK])
+    tiles = num_m * triton.cdiv(K, BN)
+    persistent = target.sm_count < tiles <= _TMA_WAVES * target.sm_count
+    grid = (target.sm_count if persistent else tiles,)
+    args = (x_desc, w_desc, b, r, y,
+            N, K, C, P, Q,
+            b.stride(0) if has_bias else 0,
+            *(r.stride() if has_res else (0, 0, 0, 0)),
+            *y.stride(),
+            padding[0], padding[1], dilation[0], dilation[1])
+    consts = dict(R=R, S=S, HAS_BIAS=has_bias, HAS_RES=has_res, RELU=activation == "relu",
+                  GEMM2D=geometry == "2d", PERSISTENT=persistent, **dot_mode(x.dtype, target.interpreter),
+                  TILE_H=th, TILE_W=tw, BLOCK_M=BM, BLOCK_N=BN, BLOCK_K=BK)
+    return [_launch.launch(_conv_fwd_tma_kernel, grid, args, consts, launch, gemm_m=N * P * Q)]
+
+
 def plan_forward(x, w, bias, residual, y, stride, padding, dilation, groups, activation, target, *,
                  family="conv2d", flat=None, config=None) -> list:
     """The launches computing y = act(conv2d(x, w) + bias + residual) on ``target``."""
@@ -198,10 +274,14 @@ def plan_forward(x, w, bias, residual, y, stride, padding, dilation, groups, act
     M = N * P * Q
     meta, launch, _ = _config(f"{family}_fwd", shape_key(x, w, stride, padding, dilation, groups), K_g, x.dtype,
                               target, config)
-    flat = _use_flat(R, S, C_g, meta["BLOCK_K"]) if flat is None else flat
     b = bias if bias is not None else _dummy(y)
     r = residual if residual is not None else _dummy(y)
     wp = pack_weight(w)
+    geometry = _tma_geometry(x, wp, stride, padding, groups, meta["BLOCK_K"], target)
+    if geometry is not None and flat is None:  # (a forced indexing is a pointer-kernel test)
+        return _plan_forward_tma(x, wp, b, r, y, geometry, bias is not None, residual is not None, activation,
+                                 padding, dilation, meta, launch, target)
+    flat = _use_flat(R, S, C_g, meta["BLOCK_K"]) if flat is None else flat
     grid = (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(K_g, meta["BLOCK_N"]), G)
     args = (x, wp, b, r, y,
             M, C_g, K_g, H, W, P, Q,
