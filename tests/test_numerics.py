@@ -274,28 +274,33 @@ def test_max_pool2d_backward_overflow_saturates(dtype, layout, backend_device):
 
 
 # ------------------------------------------------------------------------------------------------
-# bfloat16 rounds to nearest even (every backend, Triton's interpreter included)
+# float16 / bfloat16 round to nearest even (every backend, Triton's interpreter included)
 # ------------------------------------------------------------------------------------------------
 
-def _bf16_neighbours(b: torch.Tensor):
-    """The bfloat16 values just below and above each element of b (finite, nonzero bits +- 1)."""
+HALF = [torch.bfloat16, torch.float16]
+_HALF_ULP1 = {torch.bfloat16: 2.0**-7, torch.float16: 2.0**-10}  # the spacing just above 1
+
+
+def _neighbours(b: torch.Tensor):
+    """The values of b's 16-bit dtype just below and above each element of b (bits +- 1)."""
     bits = b.view(torch.int16).to(torch.int32)
     pos = bits >= 0
-    up = torch.where(pos, bits + 1, bits - 1)  # away from zero on the positive side
+    up = torch.where(pos, bits + 1, bits - 1)  # away from zero
     down = torch.where(pos, bits - 1, bits + 1)
     down = torch.where(bits == 0, torch.full_like(bits, -32767), down)  # below +0: -tiny
-    as_bf16 = lambda v: v.to(torch.int16).view(torch.bfloat16).to(torch.float64)  # noqa: E731
-    lo, hi = as_bf16(down), as_bf16(up)
+    as_float = lambda v: v.to(torch.int16).view(b.dtype).to(torch.float64)  # noqa: E731
+    lo, hi = as_float(down), as_float(up)
     return torch.minimum(lo, hi), torch.maximum(lo, hi)
 
 
-def assert_bf16_rne(out, ref64, bound, what):
-    """out (bfloat16) is ref64 rounded to nearest even, except where ref64 lies within `bound`
-    (the float32 accumulation error bound) of a bfloat16 midpoint: there either neighbour of that
-    midpoint. Both exact where bound is 0."""
+def assert_rne(out, ref64, bound, what):
+    """out (float16/bfloat16) is ref64 rounded to nearest even, except where ref64 lies within
+    `bound` (the float32 accumulation error bound) of a midpoint between two values of out's
+    dtype: there either neighbour of that midpoint. Exact everywhere where bound is 0. Returns
+    the number of elements excused by the bound."""
     out = out.detach().cpu()
-    want = ref64.to(torch.bfloat16)  # through float32 first: wrong only within 2^-24 of a midpoint
-    lo, hi = _bf16_neighbours(want)
+    want = ref64.to(out.dtype)  # through float32 first: wrong only within 2^-24 of a midpoint
+    lo, hi = _neighbours(want)
     w64 = want.to(torch.float64)
     near = torch.minimum((ref64 - (lo + w64) / 2).abs(), (ref64 - (hi + w64) / 2).abs()) <= bound
     exact = ~near
@@ -309,75 +314,80 @@ def assert_bf16_rne(out, ref64, bound, what):
     return int(near.sum())
 
 
-def _bf16(t64):
-    return t64.to(torch.bfloat16)
+def _bits_equal(a, b):
+    return torch.equal(a.detach().cpu().view(torch.int16), b.detach().cpu().view(torch.int16))
 
 
-def test_bf16_rne_helper_tells_truncation_from_rounding():
-    """1 + 2^-8 + 2^-10 (above the midpoint 1 + 2^-8) rounds up to 1 + 2^-7; truncation gives 1."""
-    ref = torch.tensor([1 + 2**-8 + 2**-10, -(1 + 2**-8 + 2**-10), 1 + 2**-8, 1 + 3 * 2**-8], dtype=torch.float64)
-    assert_bf16_rne(_bf16(ref), ref, 0.0, "rne")
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_rne_helper_tells_truncation_from_rounding(dtype):
+    """1 + ulp/2 + ulp/8 (above the midpoint 1 + ulp/2) rounds up to 1 + ulp; truncation gives 1."""
+    u = _HALF_ULP1[dtype]
+    ref = torch.tensor([1 + u / 2 + u / 8, -(1 + u / 2 + u / 8), 1 + u / 2, 1 + 3 * u / 2], dtype=torch.float64)
+    assert_rne(ref.to(dtype), ref, 0.0, "rne")
     with pytest.raises(AssertionError, match="not rounded to nearest even"):
-        assert_bf16_rne(torch.tensor([1.0, -1.0, 1.0, 1 + 2**-7], dtype=torch.bfloat16), ref, 0.0, "truncated")
+        assert_rne(torch.tensor([1.0, -1.0, 1.0, 1 + u], dtype=dtype), ref, 0.0, "truncated")
 
 
-def test_add_relu_bf16_round_to_nearest_even(backend_device):
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_add_relu_half_round_to_nearest_even(dtype, backend_device):
     """relu(a + b) in float32, rounded once to nearest even: bit for bit, forward and backward."""
     _, device = backend_device
+    u = _HALF_ULP1[dtype]
     g = torch.Generator().manual_seed(7)
     a = torch.randn(3, 5, 7, 6, generator=g, dtype=torch.float64)
     b = torch.randn(3, 5, 7, 6, generator=g, dtype=torch.float64) * 2.0**-6  # sums with dropped bits
     a[0, 0, 0, :3] = torch.tensor([1.0, 1.0, -1.0])
-    b[0, 0, 0, :3] = torch.tensor([2**-8 + 2**-10, 2**-8, -(2**-8 + 2**-10)])  # up, tie to even, down
-    ad, bd = leaf(_bf16(a).to(device)), leaf(_bf16(b).to(device))
+    b[0, 0, 0, :3] = torch.tensor([u / 2 + u / 8, u / 2, -(u / 2 + u / 8)])  # up, tie to even, down
+    ad, bd = leaf(a.to(dtype).to(device)), leaf(b.to(dtype).to(device))
     out = FF.add_relu(ad, bd)
-    want = torch.relu(ad.detach().cpu().float() + bd.detach().cpu().float()).to(torch.bfloat16)
-    assert torch.equal(out.detach().cpu().view(torch.int16), want.view(torch.int16))
-    assert out.detach().cpu()[0, 0, 0, 0].item() == 1 + 2**-7
-    gy = _bf16(torch.randn(out.shape, generator=g, dtype=torch.float64)).to(device)
+    want = torch.relu(ad.detach().cpu().float() + bd.detach().cpu().float()).to(dtype)
+    assert _bits_equal(out, want)
+    assert out.detach().cpu()[0, 0, 0, 0].item() == 1 + u and out.detach().cpu()[0, 0, 0, 1].item() == 1.0
+    gy = torch.randn(out.shape, generator=g, dtype=torch.float64).to(dtype).to(device)
     ga, gb = torch.autograd.grad(out, (ad, bd), gy)
-    want_g = torch.where(want.float() <= 0, 0.0, gy.cpu().float()).to(torch.bfloat16)
-    assert torch.equal(ga.cpu().view(torch.int16), want_g.view(torch.int16))
-    assert torch.equal(gb.cpu().view(torch.int16), want_g.view(torch.int16))
+    want_g = torch.where(want.float() <= 0, 0.0, gy.cpu().float()).to(dtype)
+    assert _bits_equal(ga, want_g) and _bits_equal(gb, want_g)
 
 
+@pytest.mark.parametrize("dtype", HALF, ids=str)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_max_pool2d_bf16_round_to_nearest_even(layout, backend_device):
+def test_max_pool2d_half_round_to_nearest_even(dtype, layout, backend_device):
     """Overlapping 3x3/s1 windows sum their gradients in float32 and round once to nearest even."""
     _, device = backend_device
     g = torch.Generator().manual_seed(3)
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-    x = leaf(_bf16(torch.randn(2, 3, 9, 8, generator=g, dtype=torch.float64)).to(device).contiguous(memory_format=fmt))
+    x = leaf(torch.randn(2, 3, 9, 8, generator=g, dtype=torch.float64).to(dtype).to(device)
+             .contiguous(memory_format=fmt))
     out = FF.max_pool2d(x, 3, 1, 1)
-    gy = _bf16(torch.randn(out.shape, generator=g, dtype=torch.float64) * (1 + 2**-4)).to(device)
+    gy = (torch.randn(out.shape, generator=g, dtype=torch.float64) * (1 + 2**-4)).to(dtype).to(device)
     (gx,) = torch.autograd.grad(out, x, gy)
     x32 = x.detach().cpu().float().requires_grad_()
     out32 = F.max_pool2d(x32, 3, 1, 1)
     (gx32,) = torch.autograd.grad(out32, x32, gy.cpu().float())
-    assert torch.equal(out.detach().cpu().view(torch.int16), out32.to(torch.bfloat16).view(torch.int16))
-    assert torch.equal(gx.cpu().view(torch.int16), gx32.to(torch.bfloat16).view(torch.int16))
-    assert (gx32 != gx32.to(torch.bfloat16).float()).any()  # some sums really needed rounding
+    assert _bits_equal(out, out32.to(dtype)) and _bits_equal(gx, gx32.to(dtype))
+    assert (gx32 != gx32.to(dtype).float()).any()  # some sums really needed rounding
 
 
 _U32 = 2.0**-23  # float32 accumulation: at most one ulp (2u) per addition, so round-toward-zero too
 
 
+@pytest.mark.parametrize("dtype", HALF, ids=str)
 @pytest.mark.parametrize("op,k,stride,pad", [("conv2d", 3, 1, 1), ("conv2d", 3, 2, 1), ("conv1x1", 1, 1, 0)])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_conv_bf16_round_to_nearest_even(op, k, stride, pad, layout, backend_device):
-    """Outputs and gradients are the float64 reference (exact products of bfloat16 values) rounded
-    to nearest even, except within the float32 accumulation bound (n terms: n * 2^-23 * sum|terms|)
-    of a bfloat16 midpoint; grad of the residual (the masked gradient) is exact."""
+def test_conv_half_round_to_nearest_even(dtype, op, k, stride, pad, layout, backend_device):
+    """Outputs and gradients are the float64 reference (exact products of the 16-bit values)
+    rounded to nearest even, except within the float32 accumulation bound (n terms:
+    n * 2^-23 * sum|terms|) of a midpoint; grad of the residual (the masked gradient) is exact."""
     _, device = backend_device
     g = torch.Generator().manual_seed(11)
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     N, C, H, W, K = 2, 6, 7, 6, 5
-    r64 = lambda *s: _bf16(torch.randn(*s, generator=g, dtype=torch.float64)).double()  # noqa: E731
+    r64 = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).to(dtype).double()  # noqa: E731
     x, w, b = r64(N, C, H, W), r64(K, C, k, k) * 0.25, r64(K)
     P = (H + 2 * pad - k) // stride + 1
     Q = (W + 2 * pad - k) // stride + 1
     res = r64(N, K, P, Q)
-    xd, wd, bd, rd = (leaf(_bf16(t).to(device)) for t in (x, w, b, res))
+    xd, wd, bd, rd = (leaf(t.to(dtype).to(device)) for t in (x, w, b, res))
     xd, rd = (leaf(t.detach().contiguous(memory_format=fmt)) for t in (xd, rd))
     if op == "conv1x1":
         out = FF.conv1x1(xd, wd, bd, stride, residual=rd)
@@ -387,22 +397,24 @@ def test_conv_bf16_round_to_nearest_even(op, k, stride, pad, layout, backend_dev
     bound = (C * k * k + 2) * _U32 * (F.conv2d(x.abs(), w.abs(), b.abs(), stride, pad) + res.abs())
     o = out.detach().cpu()
     pos, neg = pre > bound, pre < -bound  # the ReLU's side is certain; else 0 or a small positive
-    near = assert_bf16_rne(o[pos], pre[pos], bound[pos], f"{op} forward")
+    near = assert_rne(o[pos], pre[pos], bound[pos], f"{op} forward")
     assert (o[neg] == 0).all() and (o[~pos & ~neg].double() <= bound[~pos & ~neg]).all(), f"{op} forward ReLU"
     near += int((~pos & ~neg).sum())
 
     gy = r64(*out.shape)
-    gxd, gwd, gbd, grd = torch.autograd.grad(out, (xd, wd, bd, rd), _bf16(gy).to(device))
+    gxd, gwd, gbd, grd = torch.autograd.grad(out, (xd, wd, bd, rd), gy.to(dtype).to(device))
     gm = torch.where(out.detach().cpu().double() <= 0, 0.0, gy)  # the mask of the kernel's own output
-    assert torch.equal(grd.cpu().view(torch.int16), _bf16(gm).view(torch.int16)), "grad residual"
+    assert _bits_equal(grd, gm.to(dtype)), "grad residual"
     x_, w_ = x.clone().requires_grad_(), w.clone().requires_grad_()
     gx, gw = torch.autograd.grad(F.conv2d(x_, w_, None, stride, pad), (x_, w_), gm)
     xa, wa = x.abs().requires_grad_(), w.abs().requires_grad_()
     sx, sw = torch.autograd.grad(F.conv2d(xa, wa, None, stride, pad), (xa, wa), gm.abs())
-    near += assert_bf16_rne(gxd, gx, K * k * k * _U32 * sx, f"{op} grad input")
-    near += assert_bf16_rne(gwd, gw, N * P * Q * _U32 * sw, f"{op} grad weight")
-    near += assert_bf16_rne(gbd, gm.sum((0, 2, 3)), N * P * Q * _U32 * gm.abs().sum((0, 2, 3)), f"{op} grad bias")
-    assert near < 0.05 * (out.numel() + gxd.numel() + gwd.numel()), "the bound excuses too much to test rounding"
+    near += assert_rne(gxd, gx, K * k * k * _U32 * sx, f"{op} grad input")
+    near += assert_rne(gwd, gw, N * P * Q * _U32 * sw, f"{op} grad weight")
+    near += assert_rne(gbd, gm.sum((0, 2, 3)), N * P * Q * _U32 * gm.abs().sum((0, 2, 3)), f"{op} grad bias")
+    # float16's midpoints are 8x denser than bfloat16's: the same float32 bound excuses more
+    share = {torch.bfloat16: 0.05, torch.float16: 0.25}[dtype]
+    assert near < share * (out.numel() + gxd.numel() + gwd.numel()), "the bound excuses too much to test rounding"
 
 
 # ------------------------------------------------------------------------------------------------
