@@ -7,11 +7,17 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 TORCH_SPEC ?= torch==2.13.0
+# Triton as on the GPU machine (torch 2.11+cu130 pins 3.6.0), so the interpreter tests and the AOT
+# check test the compiler that runs there; a CUDA build of torch keeps the Triton it pins. numpy
+# below 2.4: Triton 3.6's interpreter converts its 1-element loop-bound arrays with int(), which
+# numpy 2.4 rejects ("only 0-dimensional arrays can be converted to Python scalars").
+TRITON_VERSION ?= 3.6.0
+NUMPY_SPEC ?= numpy<2.4
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?= -q
 NVCC ?= nvcc
 
-.PHONY: demo test test-triton install deps torch build cuda-check bench-cpu check clean
+.PHONY: demo test test-triton triton-aot triton-aot-full install deps torch build cuda-check bench-cpu check clean
 
 # The main job (python -m fastcnn demo; outputs in ./demo-out). DEMO_ARGS passes options, e.g.
 # make demo DEMO_ARGS="--data ~/mnist --out /tmp/demo" (python -m fastcnn demo --help lists them).
@@ -29,6 +35,18 @@ test: build
 test-triton: build
 	TRITON_INTERPRET=1 $(PYTHON) -m pytest tests $(PYTEST_ARGS) -k "triton"
 
+# Every Triton kernel variant the launchers pick for the four networks (and every candidate config
+# on ResNet-50 and LeNet-5) compiled for sm_90a and sm_80 without a GPU: fails on a compile error,
+# a spill, shared memory over the limit, a tensor-core tile without wgmma on sm_90, or a table
+# that differs from bench/results/triton_aot.csv. triton-aot-full: every config on every layer,
+# every variant compiled (bench/results/triton_aot_full.csv).
+TRITON_AOT_ARGS ?= --check
+triton-aot: build
+	$(PYTHON) tools/triton_aot.py $(TRITON_AOT_ARGS)
+
+triton-aot-full: build
+	$(PYTHON) tools/triton_aot.py --full
+
 check: build
 	$(PYTHON) -m fastcnn check
 
@@ -44,8 +62,13 @@ torch:
 # Build and test dependencies; scikit-learn, matplotlib and tqdm are optional for the library but
 # the tests run the demo (digits data, the ablation plot).
 deps: torch
-	@$(PYTHON) -c "import ninja, pybind11, numpy, pytest, hypothesis, triton, sklearn, matplotlib, tqdm" 2>/dev/null || \
-	  $(PIP) install -q ninja pybind11 numpy pytest hypothesis triton scikit-learn matplotlib tqdm
+	@$(PYTHON) -c "import ninja, pybind11, pytest, hypothesis, sklearn, matplotlib, tqdm" 2>/dev/null || \
+	  $(PIP) install -q ninja pybind11 pytest hypothesis scikit-learn matplotlib tqdm
+	@$(PYTHON) -c "import sys, numpy; sys.exit(tuple(map(int, numpy.__version__.split('.')[:2])) >= (2, 4))" \
+	  2>/dev/null || $(PIP) install -q "$(NUMPY_SPEC)"
+	@$(PYTHON) -c "import sys, torch, triton; sys.exit(torch.version.cuda is None and triton.__version__ != '$(TRITON_VERSION)')" \
+	  2>/dev/null || $(PIP) install -q "triton==$(TRITON_VERSION)"
+	@$(PYTHON) -c "import numpy, triton; print('triton', triton.__version__, '| numpy', numpy.__version__)"
 
 # An editable install (fastcnn.kernels and fastcnn.bench map to kernels/ and bench/), then an
 # incremental in-place build of fastcnn._C (ninja recompiles only what changed).

@@ -251,52 +251,6 @@ def test_conv_wgrad_split_k_is_exercised(force_config, monkeypatch):
     assert len(grids) == 2  # grad_weight and grad_bias partial sums
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("dtype", ["fp32", "fp16", "bf16", "fp64"])
-def test_conv_kernels_compile_for_sm90(dtype):
-    """The conv kernels (both indexings, int32/int64 offsets, 4- and 8-warp configs) compile to sm_90
-    cubins without a GPU (Triton's bundled ptxas):
-    catches what the interpreter cannot, e.g. `.to()` on an argument that equals 1, which the GPU
-    compiler turns into a constexpr. Not a substitute for running on the GPU."""
-    import triton
-    import triton.language as tl
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    from fastcnn.kernels import conv2d as kconv
-
-    if "nvidia" not in getattr(triton.backends, "backends", {}):
-        pytest.skip("Triton's NVIDIA backend is not installed")
-    acc = "fp64" if dtype == "fp64" else "fp32"
-    mode = dict(FP64=dtype == "fp64", UPCAST=False, DOT_PREC="ieee" if dtype == "fp32" else "tf32")
-
-    def compile_(fn, consts, ptrs, launch, ones=()):
-        sig, constexprs = {}, {}
-        for i, name in enumerate(fn.arg_names):
-            if fn.params[i].is_constexpr or name in ones:
-                sig[name] = "constexpr"
-                constexprs[(i,)] = consts[name] if fn.params[i].is_constexpr else 1
-            else:
-                sig[name] = ("*" + ptrs.get(name, dtype)) if name.endswith("_ptr") else "i32"
-        triton.compile(ASTSource(fn, sig, constexprs), target=GPUTarget("cuda", 90, 32), options=launch)
-
-    # arguments that are 1 in common launches (NHWC channel strides, stride 1, one group channel)
-    ones = ("sxc", "sgc", "soc", "syc", "src", "swc", "stride_h", "dil_w", "C_g", "N", "sdb")
-    torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp64": torch.float64}[dtype]
-    kernels = {"fwd": (kconv._conv_fwd_kernel, dict(HAS_BIAS=True, HAS_RES=True, CHECK_BOUNDS=True), {}),
-               "dgrad": (kconv._conv_dgrad_kernel, {}, {}),
-               "wgrad": (kconv._conv_wgrad_kernel, dict(HAS_DW=True, HAS_DB=True, WRITE_GA=True, CHECK_BOUNDS=True),
-                         {"dw_ptr": acc, "db_ptr": acc})}
-    # the first config (4 warps) and the 8-warp one, both indexings; int64 offsets on the first
-    for (kind, (fn, extra, ptrs)), idx, flat, index_type in [
-            (k, i, f, t) for k in kernels.items() for i, t in ((0, tl.int32), (2, tl.int32), (0, tl.int64))
-            for f in (False, True)]:
-        meta, launch, _ = kconv._config(f"conv2d_{kind}", "", 64, torch_dtype, torch.device("cuda"), idx)
-        consts = dict(R=3, S=3, RELU=True, FLAT=flat, IDX=index_type, **mode, **meta, **extra)
-        compile_(fn, consts, ptrs, launch, ones if flat else ())
-    compile_(kconv._splitk_reduce_kernel, dict(BLOCK=1024, FP64=dtype == "fp64"), {"ws_ptr": acc}, {})
-
-
 # ------------------------------------------------------------------------------------------------
 # max_pool2d + add_relu (kernels/max_pool2d.py, kernels/add_relu.py)
 # NOTE: this file's first version held this section by the pool/add_relu engineer; it was
