@@ -28,6 +28,13 @@ from triton import knobs
 FP_FUSION = True
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 
+# The register cap given to ptxas on every launch: the hardware's 255 (also the most 8 warps can
+# hold: 255 x 256 threads fit the 64K-register file). Without an explicit cap ptxas trades a few
+# spills for occupancy on its own: sm_90, AlexNet pool5 NCHW fp16 max-pool backward 64x16: 56
+# registers + 8 B of spills; with .maxnreg 255: 78 registers, none (tools/triton_aot.py found 40 such
+# variants at 56-168 registers across the pools, the conv kernels' narrow tiles and fp32).
+MAXNREG = 255
+
 # Triton's interpreter runs the kernels (CPU tensors under TRITON_INTERPRET=1); read as the
 # @triton.jit decorators do, when the kernel modules are imported.
 INTERPRETER = bool(knobs.runtime.interpret)
@@ -65,6 +72,7 @@ class Launch:
 def launch(kernel, grid, args, constexprs, options, gemm_m: int = 0, tile_m: int | None = None) -> Launch:
     options = dict(options)
     options.setdefault("enable_fp_fusion", FP_FUSION)
+    options.setdefault("maxnreg", MAXNREG)
     tile_m = constexprs.get("BLOCK_M", 0) if tile_m is None else tile_m
     return Launch(kernel, tuple(grid), tuple(args), dict(constexprs), options, gemm_m, tile_m)
 
