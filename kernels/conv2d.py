@@ -151,11 +151,17 @@ def _config(family: str, key: str, channels: int, dtype: torch.dtype, target: _l
         # BLOCK_K 16 halves them and changes no tile's products per step. ptxas, sm_90, 64x64x32
         # wgrad: 255 registers + 432 B (ResNet-50 conv1, NCHW) / 456 B (AlexNet conv1) / 44 B
         # (1x1 with grad_act) of spills; at 64x64x16: 209 / 227 / 165 registers, none (sm_80 too).
+        # 128-row tiles hold a 64-value accumulator per thread besides: 128x64x16 (4 warps) and
+        # 128x128x16 (8 warps) spilled up to 532 B (dgrad, LeNet-5 conv2), capped at 64 rows.
         meta["BLOCK_K"] = min(meta["BLOCK_K"], 16)
-    elif dtype == torch.float32 and family.endswith("wgrad") and target.kind in FP64_TILE_CAP_DEVICES:
+        meta["BLOCK_M"] = min(meta["BLOCK_M"], 64)
+    elif dtype == torch.float32 and (family.endswith("wgrad") or meta["BLOCK_M"] > 64) \
+            and target.kind in FP64_TILE_CAP_DEVICES:
         # TF32 wgrad: both operands are gathered fp32 tiles with per-element addresses. 64x64x32,
         # NCHW 1x1 with grad_act (ResNet-50): 255 registers + 12 B of spills on sm_90, + 68-76 B
         # on sm_80; BLOCK_K 16 (two k8 MMA steps a tile): none, see bench/results/triton_aot.csv.
+        # The same for 128-row TF32 tiles: 128x64x32 fwd/dgrad spilled up to 688 B (sm_80,
+        # LeNet-5 conv2 dgrad, FLAT 5x5), 128x128x32 up to 256 B.
         meta["BLOCK_K"] = min(meta["BLOCK_K"], 16)
     return meta, launch, split_k
 
