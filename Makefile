@@ -7,17 +7,20 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 TORCH_SPEC ?= torch==2.13.0
-# Triton as on the GPU machine (torch 2.11+cu130 pins 3.6.0), so the interpreter tests and the AOT
-# check test the compiler that runs there; a CUDA build of torch keeps the Triton it pins. numpy
-# below 2.4: Triton 3.6's interpreter converts its 1-element loop-bound arrays with int(), which
-# numpy 2.4 rejects ("only 0-dimensional arrays can be converted to Python scalars").
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+# Triton as on the GPU machine (torch 2.11+cu130 pins 3.6.0), so the interpreter tests check the
+# compiler that runs there; a CUDA build of torch keeps the Triton it pins. numpy below 2.4: Triton
+# 3.6's interpreter converts its 1-element loop-bound arrays with int(), which numpy 2.4 rejects
+# ("only 0-dimensional arrays can be converted to Python scalars": 187 interpreter tests failed).
 TRITON_VERSION ?= 3.6.0
 NUMPY_SPEC ?= numpy<2.4
-TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
-PYTEST_ARGS ?= -q
+# -rs: every skip with its reason in the summary (which targets and tests this machine cannot run).
+PYTEST_ARGS ?= -q -rs
 NVCC ?= nvcc
+# Each test phase prints its wall time (CI's budget: the default suite within 15 minutes).
+TIMED := tools/timed.sh
 
-.PHONY: demo test test-triton triton-aot triton-aot-full install deps torch build cuda-check bench-cpu check clean
+.PHONY: demo test test-triton triton-aot triton-aot-full install deps torch build cuda-check sm90-check bench-cpu check clean
 
 # The main job (python -m fastcnn demo; outputs in ./demo-out). DEMO_ARGS passes options, e.g.
 # make demo DEMO_ARGS="--data ~/mnist --out /tmp/demo" (python -m fastcnn demo --help lists them).
@@ -27,19 +30,24 @@ demo: build
 	@$(PYTHON) -c "import sklearn, matplotlib, tqdm" 2>/dev/null || $(PIP) install -q scikit-learn matplotlib tqdm
 	$(PYTHON) -m fastcnn demo $(DEMO_ARGS)
 
-test: build
-	$(PYTHON) -m pytest tests $(PYTEST_ARGS)
-	$(MAKE) --no-print-directory test-triton
+# The suite runs twice: the whole of it natively (the C++ CPU backend; Triton targets skipped), then
+# the Triton tests on CPU tensors through Triton's interpreter (how CI tests Triton code). Slow or
+# duplicated cases are marked slow: PYTEST_ARGS="-q -rs --runslow" runs them too.
+PYTEST_TRITON = env TRITON_INTERPRET=1 $(PYTHON) -m pytest tests $(PYTEST_ARGS) -k "triton"
 
-# The Triton kernels on CPU tensors through Triton's interpreter (how CI tests Triton code).
+test: build
+	@$(TIMED) "pytest: CPU suite" $(PYTHON) -m pytest tests $(PYTEST_ARGS)
+	@$(TIMED) "pytest: Triton interpreter suite" $(PYTEST_TRITON)
+
 test-triton: build
-	TRITON_INTERPRET=1 $(PYTHON) -m pytest tests $(PYTEST_ARGS) -k "triton"
+	@$(TIMED) "pytest: Triton interpreter suite" $(PYTEST_TRITON)
 
 # Every Triton kernel variant the launchers pick for the four networks (and every candidate config
 # on ResNet-50 and LeNet-5) compiled for sm_90a and sm_80 without a GPU: fails on a compile error,
 # a spill, shared memory over the limit, a tensor-core tile without wgmma on sm_90, or a table
-# that differs from bench/results/triton_aot.csv. triton-aot-full: every config on every layer,
-# every variant compiled (bench/results/triton_aot_full.csv).
+# that differs from bench/results/triton_aot.csv. --check (CI) compiles the new or changed variants
+# and 240 committed rows drawn per commit; `make triton-aot TRITON_AOT_ARGS=` compiles them all and
+# rewrites the table. triton-aot-full: every config on every layer (bench/results/triton_aot_full.csv).
 TRITON_AOT_ARGS ?= --check
 triton-aot: build
 	$(PYTHON) tools/triton_aot.py $(TRITON_AOT_ARGS)
@@ -61,6 +69,7 @@ torch:
 
 # Build and test dependencies; scikit-learn, matplotlib and tqdm are optional for the library but
 # the tests run the demo (digits data, the ablation plot).
+# setuptools >= 77 reads pyproject.toml's license string; a new Python 3.12 venv has no setuptools at all.
 deps: torch
 	@$(PYTHON) -c "import ninja, pybind11, pytest, hypothesis, sklearn, matplotlib, tqdm" 2>/dev/null || \
 	  $(PIP) install -q ninja pybind11 pytest hypothesis scikit-learn matplotlib tqdm
@@ -69,43 +78,31 @@ deps: torch
 	@$(PYTHON) -c "import sys, torch, triton; sys.exit(torch.version.cuda is None and triton.__version__ != '$(TRITON_VERSION)')" \
 	  2>/dev/null || $(PIP) install -q "triton==$(TRITON_VERSION)"
 	@$(PYTHON) -c "import numpy, triton; print('triton', triton.__version__, '| numpy', numpy.__version__)"
+	@$(PYTHON) -c "import setuptools, sys; sys.exit(int(setuptools.__version__.split('.')[0]) < 77)" 2>/dev/null || \
+	  $(PIP) install -q "setuptools>=77"
 
 # An editable install (fastcnn.kernels and fastcnn.bench map to kernels/ and bench/), then an
-# incremental in-place build of fastcnn._C (ninja recompiles only what changed).
+# incremental in-place build of fastcnn._C (ninja recompiles only what changed; both steps share
+# build/temp.*, so a clean clone compiles once).
 build: deps
 	@(cd / && $(PYTHON) -c "import importlib.util as u, sys; s = u.find_spec('fastcnn'); sys.exit(0 if s and s.origin.startswith('$(CURDIR)/') else 1)") 2>/dev/null || \
-	  $(PIP) install --no-build-isolation --no-deps -e .
-	$(PYTHON) setup.py -q build_ext --inplace
+	  $(TIMED) "build: pip install -e . (compiles _C)" $(PIP) install --no-build-isolation --no-deps -e .
+	@$(TIMED) "build: fastcnn._C (incremental)" $(PYTHON) setup.py -q build_ext --inplace
 
 install: deps
 	$(PIP) install --no-build-isolation --no-deps .
 
-# Every .cu compiled by nvcc for sm_80 and sm_90: device code is torch-free, so this needs no GPU
-# and no CUDA torch. Then the torch-aware launchers csrc/cuda/*.cpp are syntax-checked by the host
-# compiler against this torch's headers and the CUDA headers (CUDA_HOME, default /usr/local/cuda),
-# third-party headers as -isystem so -Wall -Wextra judge fastcnn's code only. A CPU-only torch lacks
-# the generated c10/cuda/impl/cuda_cmake_macros.h: a stub (build/cuda-check-shim, searched after
-# torch's own include dirs) stands in for it.
+# Every CUDA source compiled without a GPU or a CUDA torch (tools/cuda_check.sh says how; it prints
+# its time): nvcc for the .cu files, c++ -fsyntax-only for the launchers, MAX_JOBS at a time.
 cuda-check:
-	@files=$$(ls csrc/cuda/*.cu 2>/dev/null); \
-	if [ -z "$$files" ]; then echo "cuda-check: no .cu files"; exit 0; fi; \
-	for f in $$files; do \
-	  echo "nvcc $$f (sm_80, sm_90)"; \
-	  $(NVCC) -std=c++17 -O3 --expt-relaxed-constexpr -Icsrc -Xcompiler -Wall \
-	    -gencode=arch=compute_80,code=sm_80 -gencode=arch=compute_90,code=sm_90 \
-	    -c $$f -o /tmp/fastcnn_cuda_check_$$(basename $$f .cu).o || exit 1; \
-	done; \
-	cpps=$$(ls csrc/cuda/*.cpp 2>/dev/null); \
-	if [ -n "$$cpps" ]; then \
-	  inc=$$($(PYTHON) -c "from torch.utils.cpp_extension import include_paths; print(' '.join('-isystem ' + p for p in include_paths()))") || exit 1; \
-	  shim=build/cuda-check-shim; mkdir -p $$shim/c10/cuda/impl; \
-	  printf '#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n' > $$shim/c10/cuda/impl/cuda_cmake_macros.h; \
-	  for f in $$cpps; do \
-	    echo "c++ -fsyntax-only $$f"; \
-	    $(CXX) -std=c++17 -fsyntax-only -Wall -Wextra -DFASTCNN_WITH_CUDA -Icsrc $$inc -isystem $$shim \
-	      -isystem $${CUDA_HOME:-/usr/local/cuda}/include $$f || exit 1; \
-	  done; \
-	fi; echo "cuda-check: OK"
+	@NVCC="$(NVCC)" CXX="$(CXX)" PYTHON="$(PYTHON)" tools/cuda_check.sh
+
+# The Hopper path's translation units (csrc/cuda/sm90/*.cu, CUTLASS SM90), each compiled on its own
+# for sm_90a with the pinned CUTLASS headers; fails on serialised wgmma (ptxas C7510), on any spill,
+# or when a kernel's SASS lacks HGMMA/UTMALDG. Installs nvidia-cutlass==4.2.0.0 and the 13.2
+# cuobjdump/nvdisasm wheels with --no-deps when missing; writes bench/results/sm90_sass.csv. No GPU.
+sm90-check:
+	$(PYTHON) tools/sm90_check.py
 
 # The CPU op benchmark against PyTorch (oneDNN); rows appended to bench/results/cpu_ops.csv.
 bench-cpu: build

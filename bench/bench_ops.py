@@ -29,12 +29,7 @@ BATCH = {
     "cpu": {"lenet5": 64, "alexnet": 4, "googlenet": 4, "resnet50": 4},
     "cuda": {"lenet5": 256, "alexnet": 256, "googlenet": 128, "resnet50": 256},
 }
-BASELINE = {"cpu": "torch_cpu", "cuda": "cudnn"}
-PROVIDERS = {
-    "cpu": ["torch_cpu", "fastcnn_cpu"],
-    "cuda": ["cudnn", "torch_compile", "fastcnn_cuda", "fastcnn_triton", "fastcnn"],
-}
-FASTCNN_BACKEND = {"fastcnn_cpu": "cpu", "fastcnn_cuda": "cuda", "fastcnn_triton": "triton", "fastcnn": "auto"}
+BASELINE, PROVIDERS, FASTCNN_BACKEND = common.BASELINE, common.PROVIDERS, common.FASTCNN_BACKEND
 
 
 def is_first(layer: Layer) -> bool:
@@ -42,11 +37,12 @@ def is_first(layer: Layer) -> bool:
 
 
 def make_inputs(layer: Layer, batch: int, dtype, layout: str, device: str, grad: bool, seed: int = 0):
-    g = torch.Generator(device="cpu").manual_seed(seed)
+    # drawn on the device: a ResNet-50 batch-256 activation is 200M values, seconds of CPU randn each
+    g = torch.Generator(device=device).manual_seed(seed)
     fmt = torch.channels_last if layout == "nhwc" else torch.contiguous_format
 
     def rnd(*shape, scale=1.0, fmt_=None):
-        t = (torch.randn(*shape, generator=g) * scale).to(device=device, dtype=dtype)
+        t = (torch.randn(*shape, generator=g, device=device) * scale).to(dtype=dtype)
         return t.contiguous(memory_format=fmt_) if fmt_ is not None else t
 
     t = {"x": rnd(batch, layer.C, layer.H, layer.W, fmt_=fmt)}
@@ -107,10 +103,11 @@ def provider_fn(provider: str, layer: Layer, t):
     return fastcnn_fn(layer, t), (lambda: fastcnn.backend(backend))
 
 
-def bench_case(layer, provider, mode, dtype_name, layout, batch, device, quick=False):
+def bench_case(layer, provider, mode, dtype_name, layout, batch, device, quick=False, inputs=None):
+    """One timed case; ``inputs`` (make_inputs' dict, ``fwd`` mode only) lets providers share one draw."""
     dtype = DTYPES[dtype_name]
     grad = mode != "fwd"
-    t = make_inputs(layer, batch, dtype, layout, device, grad)
+    t = inputs if inputs is not None and not grad else make_inputs(layer, batch, dtype, layout, device, grad)
     fn, ctx = provider_fn(provider, layer, t)
     leaves = [v for v in t.values() if v is not None and v.requires_grad]
     with ctx():
@@ -179,37 +176,42 @@ def run(device="cpu", nets=None, ops=None, modes=("fwd", "fwd+bwd"), layouts=("n
 
 
 def summarize(rows, baseline, echo=print):
-    """Time ratio (provider / baseline) per layer and the geomean per provider, mode and layout."""
+    """Speedup (baseline time / provider time, > 1: faster) per provider, mode and layout: the
+    geomean over the layers, the lowest and the highest; returns the overall geomean."""
     import collections
 
     groups = collections.defaultdict(list)
     for r in rows:
         if r["provider"] != baseline and r.get("speedup"):
-            groups[(r["provider"], r["mode"], r["layout"])].append(1.0 / r["speedup"])
+            groups[(r["provider"], r["mode"], r["layout"])].append(r["speedup"])
     summary = []
-    for (prov, mode, layout), ratios in sorted(groups.items()):
-        summary.append({"provider": prov, "mode": mode, "layout": layout, "layers": len(ratios),
-                        "geomean time ratio": common.geomean(ratios), "worst": max(ratios), "best": min(ratios)})
-    allr = [1.0 / r["speedup"] for r in rows if r["provider"] != baseline and r.get("speedup")]
-    echo(common.markdown_table(summary, ["provider", "mode", "layout", "layers", "geomean time ratio", "worst",
-                                         "best"]))
-    echo(f"overall geomean time ratio vs {baseline}: {common.geomean(allr):.3f} over {len(allr)} cases "
-         "(< 1 is faster)")
-    return common.geomean(allr)
+    for (prov, mode, layout), speedups in sorted(groups.items()):
+        summary.append({"provider": prov, "mode": mode, "layout": layout, "layers": len(speedups),
+                        "geomean speedup": common.geomean(speedups), "lowest": min(speedups),
+                        "highest": max(speedups)})
+    alls = [r["speedup"] for r in rows if r["provider"] != baseline and r.get("speedup")]
+    echo(f"speedup = {baseline} time / provider time per layer (> 1: faster)")
+    echo(common.markdown_table(summary, ["provider", "mode", "layout", "layers", "geomean speedup", "lowest",
+                                         "highest"]))
+    echo(f"overall geomean speedup vs {baseline}: {common.geomean(alls):.3f} over {len(alls)} cases (> 1: faster)")
+    return common.geomean(alls)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--nets", default=None, help="comma list of lenet5,alexnet,googlenet,resnet50")
-    ap.add_argument("--ops", default=None, help="comma list of conv2d,conv1x1,max_pool2d,add_relu")
-    ap.add_argument("--modes", default="fwd,fwd+bwd")
-    ap.add_argument("--layouts", default="nchw,nhwc")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                    help="cpu or cuda (default: cuda when a GPU is visible, else cpu)")
+    ap.add_argument("--nets", default=None, help="comma list of lenet5,alexnet,googlenet,resnet50 (default: all)")
+    ap.add_argument("--ops", default=None, help="comma list of conv2d,conv1x1,max_pool2d,add_relu (default: all)")
+    ap.add_argument("--modes", default="fwd,fwd+bwd", help="fwd, bwd, fwd+bwd (default: fwd,fwd+bwd)")
+    ap.add_argument("--layouts", default="nchw,nhwc", help="nchw, nhwc (default: both)")
     ap.add_argument("--dtype", default=None, help="fp32 (CPU default), tf32, fp16, bf16 (GPU default)")
-    ap.add_argument("--providers", default=None)
-    ap.add_argument("--batch", type=int, default=None)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", default=None, help="CSV to append to")
+    ap.add_argument("--providers", default=None, help="comma list (default: the baseline and fastcnn's backends of "
+                    "this device: " + "; ".join(f"{k}: {','.join(v)}" for k, v in PROVIDERS.items()) + ")")
+    ap.add_argument("--batch", type=int, default=None, help="images per call (default per network: " +
+                    "; ".join(f"{k} " + ", ".join(f"{n} {b}" for n, b in v.items()) for k, v in BATCH.items()) + ")")
+    ap.add_argument("--quick", action="store_true", help="short timing (CI's smoke run)")
+    ap.add_argument("--out", default=None, help="CSV to append the rows to (default: none, only the table)")
     a = ap.parse_args(argv)
     split = lambda s: [v for v in s.split(",") if v] if s else None  # noqa: E731
     dtype = a.dtype or ("bf16" if a.device.startswith("cuda") else "fp32")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fastcnn.kernels._common import conv_out_size, pool_out_size
+
 
 @dataclass(frozen=True)
 class Layer:
@@ -78,11 +80,7 @@ class Layer:
 
 
 def _out(size, k, s, p, d, ceil_mode):
-    num = size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)
-    out = num // s + 1
-    if ceil_mode and (out - 1) * s >= size + p:
-        out -= 1
-    return out
+    return pool_out_size(size, k, s, p, d, ceil_mode) if ceil_mode else conv_out_size(size, k, s, p, d)
 
 
 def _conv(net, name, C, H, K, k, s=1, p=None, **kw):

@@ -1,7 +1,7 @@
 // The one TORCH_LIBRARY of fastcnn: every op schema, and the small Python module fastcnn._C.
 //
-// Each public op has a backward op (_<op>_backward) and a Triton twin (_triton_<op>, same schema)
-// whose kernels Python registers from fastcnn.kernels; see backend.h for how calls are routed.
+// Each public op has a backward op (_<op>_backward); each backend implements both as
+// implementation ops _<tag>_<stem> with the same schema; see backend.h for how calls are routed.
 #include <torch/extension.h>
 #include <torch/library.h>
 
@@ -32,6 +32,17 @@ namespace {
 
 }  // namespace
 
+// Every (backend tag, op) implementation op: fastcnn::_<tag>_<stem>, the public op's schema.
+#define FASTCNN_DEF_IMPLS(m, tag)                                                  \
+  m.def(FASTCNN_IMPL_OP(tag, "conv2d") FASTCNN_CONV2D_ARGS);                       \
+  m.def(FASTCNN_IMPL_OP(tag, "conv2d_backward") FASTCNN_CONV2D_BACKWARD_ARGS);     \
+  m.def(FASTCNN_IMPL_OP(tag, "conv1x1") FASTCNN_CONV1X1_ARGS);                     \
+  m.def(FASTCNN_IMPL_OP(tag, "conv1x1_backward") FASTCNN_CONV1X1_BACKWARD_ARGS);   \
+  m.def(FASTCNN_IMPL_OP(tag, "max_pool2d") FASTCNN_MAX_POOL2D_ARGS);               \
+  m.def(FASTCNN_IMPL_OP(tag, "max_pool2d_backward") FASTCNN_MAX_POOL2D_BACKWARD_ARGS); \
+  m.def(FASTCNN_IMPL_OP(tag, "add_relu") FASTCNN_ADD_RELU_ARGS);                   \
+  m.def(FASTCNN_IMPL_OP(tag, "add_relu_backward") FASTCNN_ADD_RELU_BACKWARD_ARGS)
+
 TORCH_LIBRARY(fastcnn, m) {
   // act(conv2d(input, weight) + bias + residual), act in {none, relu}.
   m.def("conv2d" FASTCNN_CONV2D_ARGS);
@@ -51,25 +62,62 @@ TORCH_LIBRARY(fastcnn, m) {
   // grad_output where output > 0 (the gradient of both addends before any broadcast reduction).
   m.def("_add_relu_backward" FASTCNN_ADD_RELU_BACKWARD_ARGS);
 
-  // Triton twins: kernels registered from Python (fastcnn/_ops.py) when Triton is importable.
-  m.def("_triton_conv2d" FASTCNN_CONV2D_ARGS);
-  m.def("_triton_conv2d_backward" FASTCNN_CONV2D_BACKWARD_ARGS);
-  m.def("_triton_conv1x1" FASTCNN_CONV1X1_ARGS);
-  m.def("_triton_conv1x1_backward" FASTCNN_CONV1X1_BACKWARD_ARGS);
-  m.def("_triton_max_pool2d" FASTCNN_MAX_POOL2D_ARGS);
-  m.def("_triton_max_pool2d_backward" FASTCNN_MAX_POOL2D_BACKWARD_ARGS);
-  m.def("_triton_add_relu" FASTCNN_ADD_RELU_ARGS);
-  m.def("_triton_add_relu_backward" FASTCNN_ADD_RELU_BACKWARD_ARGS);
+  // The implementation ops of the built-in backends (backend.h); a backend added at run time
+  // defines its own (fastcnn._backend.add_backend).
+  FASTCNN_DEF_IMPLS(m, "cpu");
+  FASTCNN_DEF_IMPLS(m, "cuda");
+  FASTCNN_DEF_IMPLS(m, "triton");
+  FASTCNN_DEF_IMPLS(m, "cudasim");
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "fastcnn C++ extension: ops live in torch.ops.fastcnn; this module holds build facts and "
-            "the backend switch";
-  m.def("_set_backend", [](int b) { fastcnn::set_current_backend(static_cast<fastcnn::Backend>(b)); });
-  m.def("_get_backend", []() { return static_cast<int>(fastcnn::current_backend()); });
+  m.doc() = "fastcnn C++ extension: ops live in torch.ops.fastcnn; this module holds build facts, the "
+            "backend table and the test poison switch";
+  m.def("_backend_names", []() {
+    std::vector<std::string> out;
+    for (const auto& b : fastcnn::backends()) out.push_back(b.name);
+    return out;
+  }, "Backend names in table order (index 0 is 'auto')");
+  m.def("_backend_info", [](const std::string& name) {
+    const int i = fastcnn::backend_index(name);
+    TORCH_CHECK_VALUE(i >= 0, "unknown backend '", name, "'");
+    const auto b = fastcnn::backends().at(i);
+    return py::dict(py::arg("name") = b.name, py::arg("tag") = b.tag, py::arg("auto") = b.in_auto,
+                    py::arg("why_not_cpu") = b.why_not_cpu, py::arg("why_not_cuda") = b.why_not_cuda,
+                    py::arg("runs_cpu") = fastcnn::backend_runs(i, "cpu"),
+                    py::arg("runs_cuda") = fastcnn::backend_runs(i, "cuda"));
+  });
+  m.def("_add_backend", &fastcnn::add_backend, py::arg("name"), py::arg("tag"), py::arg("auto") = false);
+  m.def("_set_backend_reason", &fastcnn::set_backend_reason);
+  m.def("_set_backend", [](const std::string& name) {
+    const int i = fastcnn::backend_index(name);
+    TORCH_CHECK_VALUE(i >= 0, "unknown backend '", name, "'");
+    fastcnn::set_current_backend(i);
+  });
+  m.def("_get_backend", []() { return fastcnn::backends().at(fastcnn::current_backend()).name; });
+  m.def("_resolve", [](const std::string& stem, const std::string& device) {
+    return fastcnn::backends().at(fastcnn::resolve_backend(stem.c_str(), c10::Device(device))).name;
+  }, "The backend that would run op `stem` on `device` now (auto resolved); ValueError if none");
   m.def("_set_poison", [](bool on) { fastcnn::set_poison_outputs(on); },
         "Fill every op output with NaN (-1 for indices) before the kernel writes it (for tests)");
   m.def("_poison_enabled", []() { return fastcnn::poison_outputs(); });
+  m.def("_services_address", []() { return reinterpret_cast<uintptr_t>(fastcnn::services()); },
+        "Address of fastcnn::Services (backend.h), bound by the other fastcnn extension modules at import");
+  m.def("_trace_begin", &fastcnn::trace_begin, "Open a 'what ran' trace on this thread");
+  m.def("_trace_end", []() {
+    py::list out;
+    for (const auto& r : fastcnn::trace_end()) {
+      py::list notes;
+      for (const auto& n : r.notes) notes.append(py::make_tuple(n.first, n.second));
+      out.append(py::dict(py::arg("op") = r.op, py::arg("backend") = r.backend, py::arg("device") = r.device,
+                          py::arg("notes") = notes));
+    }
+    return out;
+  }, "Close this thread's trace: one dict per routed call (op, backend, device, notes)");
+  m.attr("op_stems") = [] {
+    std::vector<std::string> v(std::begin(fastcnn::kOpStems), std::end(fastcnn::kOpStems));
+    return v;
+  }();
 #ifdef FASTCNN_WITH_CUDA
   m.attr("with_cuda") = true;
 #else

@@ -24,9 +24,9 @@ def main(argv=None) -> int:
     if a.command == "bench":
         return bench_main(argv[1:])
     if a.command == "check":
-        from . import check
+        from . import selfcheck
 
-        return check.main()
+        return selfcheck.main()
     from . import demo
 
     return demo.main(argv[1:])

@@ -1,11 +1,12 @@
-"""Python-side registration of the fastcnn ops: fake kernels, autograd, and the Triton twins.
+"""Python-side registration of the fastcnn ops: fake kernels, autograd, and the Triton backend.
 
-The schemas and the CPU/CUDA kernels live in C++ (csrc/). Here:
-* ``register_fake`` for every op, producing the shapes, dtypes and strides the real kernels do;
-* ``register_autograd`` for every forward op, whose backward calls the ``_<op>_backward`` ops;
-* the kernels of ``fastcnn::_triton_<op>`` from ``fastcnn.kernels`` when Triton imports (CUDA
-  tensors; CPU tensors too when ``TRITON_INTERPRET=1``), and, when the extension was built without
-  CUDA, CUDA kernels for the public ops that go to Triton.
+The schemas, the router and the CPU/CUDA kernels live in C++ (csrc/). Here:
+* ``register_fake`` for every public op and every implementation op ``_<tag>_<stem>``, producing the
+  shapes, dtypes and strides the real kernels do, after the same checks (fastcnn/_checks.py);
+* ``register_autograd`` for every public forward op, whose backward calls the ``_<op>_backward`` ops
+  (which route like the forward ops);
+* the Triton backend: ``fastcnn.kernels`` registered as the kernels of ``fastcnn::_triton_<stem>``
+  (CUDA tensors; CPU tensors too when ``TRITON_INTERPRET=1``), or the reason it cannot run.
 """
 
 from __future__ import annotations
@@ -15,40 +16,32 @@ import os
 import torch
 from torch._prims_common import suggest_memory_format
 
-from . import _C  # noqa: F401  (loads the library: schemas and C++ kernels)
+from . import _C  # noqa: F401  (loads the library: schemas, router and C++ kernels)
 from . import _checks
+from .kernels import _common
+from .kernels._common import conv_format
 
 ops = torch.ops.fastcnn
+STEMS = tuple(_C.op_stems)  # conv2d, conv2d_backward, conv1x1, ...
 TRITON_ERROR: str | None = "not initialised"
 
 
-def new_output(shape, dtype, device, memory_format=torch.contiguous_format):
-    """Allocate an op output; filled with NaN (-1 for integers) while tests poison outputs, so an
-    element a kernel does not write fails. Used by the Python-side (Triton) kernels, as C++ uses
-    fastcnn::new_output."""
-    t = torch.empty(shape, dtype=dtype, device=device, memory_format=memory_format)
-    if _C._poison_enabled() and t.numel():
-        t.fill_(float("nan") if t.is_floating_point() else -1)
-    return t
+def set_poison(on: bool) -> None:
+    """Fill every op output with NaN (-1 for integers) before a kernel writes it, on every backend
+    (the C++ allocator and the Triton launchers' one), so an element a kernel forgets to write fails
+    a comparison instead of passing by luck. For tests."""
+    _C._set_poison(bool(on))
+    _common.set_poison(bool(on))
 
 
-def new_output_strided(shape, stride, dtype, device):
-    """As new_output, with explicit (dense) strides: a fresh tensor, not a view."""
-    t = torch.empty_strided(shape, stride, dtype=dtype, device=device)
-    if _C._poison_enabled() and t.numel():
-        t.fill_(float("nan") if t.is_floating_point() else -1)
-    return t
+def public_op(stem: str) -> str:
+    """The public op of a stem: conv2d -> fastcnn::conv2d, conv2d_backward -> fastcnn::_conv2d_backward."""
+    return f"fastcnn::_{stem}" if stem.endswith("_backward") else f"fastcnn::{stem}"
 
 
-def conv_format(input, weight):
-    """The memory format of a conv output: channels_last when the input or the weight is (as PyTorch)."""
-    return _conv_format(input, weight)
-
-
-def _conv_format(input, weight):
-    if suggest_memory_format(input) == torch.channels_last or suggest_memory_format(weight) == torch.channels_last:
-        return torch.channels_last
-    return torch.contiguous_format
+def impl_op(tag: str, stem: str) -> str:
+    """The implementation op of a backend tag: (cpu, conv2d) -> fastcnn::_cpu_conv2d."""
+    return f"fastcnn::_{tag}_{stem}"
 
 
 def _empty(shape, like, fmt=torch.contiguous_format, dtype=None):
@@ -60,18 +53,18 @@ def _empty0(like, dtype=None):
 
 
 # ------------------------------------------------------------------------------------------------
-# fake kernels
+# fake kernels (one per stem; registered for the public op and every implementation op)
 # ------------------------------------------------------------------------------------------------
 
 def _conv2d_fake(input, weight, bias=None, residual=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
                  activation="none"):
     _checks.activation(activation, "conv2d")
-    shape = _checks.conv2d("conv2d", input, weight, bias, residual, stride, padding, dilation, groups)
-    return _empty(shape, input, _conv_format(input, weight))
+    shape = _checks.conv("conv2d", input, weight, bias, residual, stride, padding, dilation, groups)
+    return _empty(shape, input, conv_format(input, weight))
 
 
-def _conv_backward_fake(grad_output, input, weight, output, output_mask, op):
-    fmt = _conv_format(input, weight)
+def _conv_backward_fake(grad_output, input, weight, output_mask):
+    fmt = conv_format(input, weight)
     gi = _empty(input.shape, input, fmt) if output_mask[0] else _empty0(input)
     gw = _empty(weight.shape, input, suggest_memory_format(weight)) if output_mask[1] else _empty0(input)
     gb = _empty((weight.shape[0],), input) if output_mask[2] else _empty0(input)
@@ -83,21 +76,19 @@ def _conv2d_backward_fake(grad_output, input, weight, output, stride, padding, d
                           output_mask):
     _checks.conv_backward("conv2d_backward", grad_output, input, weight, output, stride, padding, dilation, groups,
                           activation)
-    return _conv_backward_fake(grad_output, input, weight, output, output_mask, "conv2d_backward")
+    return _conv_backward_fake(grad_output, input, weight, output_mask)
 
 
 def _conv1x1_fake(input, weight, bias=None, residual=None, stride=(1, 1), activation="relu"):
     _checks.activation(activation, "conv1x1")
-    _checks.conv1x1_weight("conv1x1", weight)
-    shape = _checks.conv2d("conv1x1", input, weight, bias, residual, stride, (0, 0), (1, 1), 1)
-    return _empty(shape, input, _conv_format(input, weight))
+    shape = _checks.conv("conv1x1", input, weight, bias, residual, stride, (0, 0), (1, 1), 1, one1x1=True)
+    return _empty(shape, input, conv_format(input, weight))
 
 
 def _conv1x1_backward_fake(grad_output, input, weight, output, stride, activation, output_mask):
-    _checks.conv1x1_weight("conv1x1_backward", weight)
     _checks.conv_backward("conv1x1_backward", grad_output, input, weight, output, stride, (0, 0), (1, 1), 1,
-                          activation)
-    return _conv_backward_fake(grad_output, input, weight, output, output_mask, "conv1x1_backward")
+                          activation, one1x1=True)
+    return _conv_backward_fake(grad_output, input, weight, output_mask)
 
 
 def _max_pool2d_fake(input, kernel_size, stride, padding=(0, 0), dilation=(1, 1), ceil_mode=False,
@@ -125,7 +116,7 @@ def _add_relu_backward_fake(grad_output, output):
     return torch.empty_like(grad_output + output)
 
 
-_FAKES = {
+FAKES = {
     "conv2d": _conv2d_fake,
     "conv2d_backward": _conv2d_backward_fake,
     "conv1x1": _conv1x1_fake,
@@ -135,17 +126,18 @@ _FAKES = {
     "add_relu": _add_relu_fake,
     "add_relu_backward": _add_relu_backward_fake,
 }
+assert set(FAKES) == set(STEMS), "a fake kernel per op stem"
 
 
-def _op_name(stem: str, triton: bool = False) -> str:
-    if stem.endswith("_backward"):
-        return f"fastcnn::_triton_{stem}" if triton else f"fastcnn::_{stem}"
-    return f"fastcnn::_triton_{stem}" if triton else f"fastcnn::{stem}"
+def register_fakes(tag: str | None) -> None:
+    """Fake kernels for the public ops (tag None) or for one backend's implementation ops."""
+    for stem, fake in FAKES.items():
+        torch.library.register_fake(public_op(stem) if tag is None else impl_op(tag, stem))(fake)
 
 
-for _stem, _fake in _FAKES.items():
-    torch.library.register_fake(_op_name(_stem))(_fake)
-    torch.library.register_fake(_op_name(_stem, triton=True))(_fake)
+register_fakes(None)
+for _name in _C._backend_names()[1:]:
+    register_fakes(_C._backend_info(_name)["tag"])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -231,27 +223,45 @@ torch.library.register_autograd("fastcnn::max_pool2d", _max_pool2d_backward, set
 torch.library.register_autograd("fastcnn::add_relu", _add_relu_backward, setup_context=_add_relu_setup_context)
 
 
+def _no_double_backward(stem):
+    def backward(ctx, *grads):
+        raise RuntimeError(f"fastcnn {stem[:-len('_backward')]}: double backward is not supported (the gradient of "
+                           f"fastcnn::_{stem}, reached through create_graph=True); compute higher-order "
+                           "derivatives with the torch.nn.functional ops")
+    return backward
+
+
+# The backward ops record a node under create_graph=True so that differentiating the gradients
+# again fails with this message rather than with autograd's generic "does not require grad".
+for _stem in STEMS:
+    if _stem.endswith("_backward"):
+        torch.library.register_autograd(public_op(_stem), _no_double_backward(_stem),
+                                        setup_context=lambda ctx, inputs, output: None)
+
+
 # ------------------------------------------------------------------------------------------------
-# Triton twins
+# the Triton backend
 # ------------------------------------------------------------------------------------------------
 
 def _register_triton():
-    """Register fastcnn.kernels as the kernels of fastcnn::_triton_<op>; returns None or why not."""
+    """Register fastcnn.kernels as the kernels of fastcnn::_triton_<stem>; returns None or why not."""
+    from . import kernels
+
     try:
-        from . import kernels
+        impls = kernels.impls()
     except Exception as exc:  # triton missing or broken: the other backends still work
-        return f"fastcnn.kernels could not be imported ({type(exc).__name__}: {exc})"
-    impls = getattr(kernels, "IMPLS", None)
-    if not impls:
-        return "fastcnn.kernels holds no Triton kernels yet"
+        why = f"Triton could not be imported ({type(exc).__name__}: {exc}); pip install triton"
+        _C._set_backend_reason("triton", "cpu", why)
+        _C._set_backend_reason("triton", "cuda", why)
+        return why
     devices = ["cuda"]
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         devices.append("cpu")
+    else:
+        _C._set_backend_reason("triton", "cpu", "Triton runs CPU tensors only in its interpreter; set "
+                               "TRITON_INTERPRET=1 before importing fastcnn")
     for stem, fn in impls.items():
-        torch.library.register_kernel(_op_name(stem, triton=True), devices, fn)
-        if not _C.with_cuda and torch.cuda.is_available():
-            # No CUDA C++ kernels: CUDA tensors of the public ops go to Triton.
-            torch.library.register_kernel(_op_name(stem), "cuda", fn)
+        torch.library.register_kernel(impl_op("triton", stem), devices, fn)
     return None
 
 

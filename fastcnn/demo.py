@@ -1,7 +1,7 @@
 """``python -m fastcnn demo``: the main job, in four steps (a few minutes on a 2-core CPU).
 
 1. every fused op, forward and backward, against PyTorch on each available device and backend: the
-   PASS table of ``fastcnn.check`` (the demo stops with exit code 1 if an op fails);
+   PASS table of ``fastcnn.selfcheck`` (the demo stops with exit code 1 if an op fails);
 2. LeNet-5 built from fastcnn layers (``fastcnn.models.lenet5``) trained on handwritten digits that
    need no download (scikit-learn's digits, 8x8 upsampled to 28x28, stratified 20% held out; or
    MNIST's IDX files with ``--data DIR``), a progress bar per epoch, the test accuracy;
@@ -9,7 +9,8 @@
    sigmoid, (v2) ReLU, (v3) ReLU without pooling, (v4) without convolutions; the four training-loss
    curves in one PNG and a table of final loss and accuracy;
 4. LeNet-5 and ResNet-18 on a CPU (the four networks of ``bench/shapes.py`` on a GPU), inference
-   and a training step, fastcnn against the same network in plain PyTorch with the same weights.
+   and a training step, fastcnn against the same network in plain PyTorch with the same weights,
+   timed by the network benchmark (``fastcnn.bench.bench_models``).
 
 Every output file goes to ``--out`` (default ``./demo-out``): ``ablation_loss.png``,
 ``lenet5_relu.pt`` (the step-2 weights) and ``results.json`` (every number printed).
@@ -36,7 +37,6 @@ import json
 import math
 import os
 import platform
-import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -44,7 +44,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from . import check
+from . import selfcheck
+from ._console import Progress, print_table
 
 DIGITS_EPOCHS = 15  # v2 reaches 96.7-98.9% test accuracy over seeds 0-15 (median 98.1%)
 MNIST_EPOCHS = 3  # 60,000 images per epoch
@@ -71,31 +72,6 @@ def echo(*args, **kwargs):
 # helpers
 # ------------------------------------------------------------------------------------------------
 
-def _fmt(v) -> str:
-    if isinstance(v, float) and math.isfinite(v):
-        return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
-    return str(v)
-
-
-def print_table(rows: list[dict], cols: list[str], formats: dict | None = None) -> None:
-    """An aligned text table; ``formats`` maps a column to a format string (``"{:.2f}"``) or a
-    function of the value."""
-    formats = formats or {}
-
-    def cell(r, c):
-        v = r.get(c, "")
-        if c in formats and isinstance(v, (int, float)):
-            return formats[c](v) if callable(formats[c]) else formats[c].format(v)
-        return _fmt(v)
-
-    cells = [[cell(r, c) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    echo("  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip())
-    echo("  ".join("-" * w for w in widths))
-    for row in cells:
-        echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
-
-
 def _fmt_ms(ms: float) -> str:
     return f"{ms:.0f}" if ms >= 100 else f"{ms:.1f}" if ms >= 10 else f"{ms:.3g}"
 
@@ -114,34 +90,6 @@ def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-class _Progress:
-    """A tqdm bar when tqdm is installed, else nothing (the caller prints a line at the end)."""
-
-    def __init__(self, total: int, desc: str, enabled: bool):
-        self.bar = None
-        if enabled and _has("tqdm"):
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, desc=desc, leave=True, dynamic_ncols=True, mininterval=0.25,
-                            file=sys.stderr)
-
-    def update(self, n=1, **postfix):
-        if self.bar is not None:
-            self.bar.update(n)
-            if postfix:
-                self.bar.set_postfix(postfix, refresh=False)
-
-    def close(self, **postfix):
-        if self.bar is not None:
-            if postfix:
-                self.bar.set_postfix(postfix)
-            self.bar.close()
-
-    @property
-    def active(self) -> bool:
-        return self.bar is not None
-
-
 # ------------------------------------------------------------------------------------------------
 # training
 # ------------------------------------------------------------------------------------------------
@@ -152,6 +100,7 @@ class History:
     epoch_loss: list = field(default_factory=list)  # mean training loss of each epoch
     epoch_acc: list = field(default_factory=list)  # test accuracy after each epoch
     iters_per_epoch: int = 0
+    n_test: int = 0  # held-out images (the accuracy's resolution)
     seconds: float = 0.0
 
     @property
@@ -187,12 +136,12 @@ def train(model, data, *, epochs: int, seed: int, batch_size: int = BATCH_SIZE, 
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)  # the same minibatch order for every variant
     n = len(data.y_train)
-    h = History(iters_per_epoch=(n + batch_size - 1) // batch_size)
+    h = History(iters_per_epoch=(n + batch_size - 1) // batch_size, n_test=len(data.y_test))
     t0 = time.perf_counter()
-    run_bar = _Progress(epochs * h.iters_per_epoch, label, bars == "run")
+    run_bar = Progress(epochs * h.iters_per_epoch, label, bars == "run")
     for epoch in range(epochs):
         te = time.perf_counter()
-        bar = _Progress(h.iters_per_epoch, f"{label}epoch {epoch + 1:>{len(str(epochs))}}/{epochs}",
+        bar = Progress(h.iters_per_epoch, f"{label}epoch {epoch + 1:>{len(str(epochs))}}/{epochs}",
                         bars == "epoch")
         model.train()
         perm = torch.randperm(n, generator=gen)
@@ -247,6 +196,11 @@ def plot_ablation(histories: dict, labels: dict, path: str, title: str) -> None:
     ax_loss, ax_acc = fig.subplots(1, 2, width_ratios=[3, 2])
     colors = ["tab:red", "tab:blue", "tab:green", "tab:purple"]
     lowest = math.inf
+    # Test error (100 - accuracy) on a log axis: the ReLU variants end at 1-3% error and sigmoid can
+    # sit at 90% for epochs, so an accuracy axis from 0 to 100% squeezed the ReLU curves into its top
+    # 5%. A perfect score is drawn at half an image's error (log 0 is off the axis).
+    n_test = max(h.n_test for h in histories.values()) or 1000
+    floor = 50.0 / n_test
     for (key, h), color in zip(histories.items(), colors):
         ipe = h.iters_per_epoch
         xs = [(i + 1) / ipe for i in range(len(h.iter_loss))]
@@ -256,8 +210,8 @@ def plot_ablation(histories: dict, labels: dict, path: str, title: str) -> None:
         ax_loss.plot(xs, smooth, color=color, linewidth=1.8,
                      label=f"{key}: {labels[key]} (last epoch {h.final_loss:.3g})")
         epochs = list(range(1, len(h.epoch_acc) + 1))
-        ax_acc.plot(epochs, [100 * a for a in h.epoch_acc], color=color, marker="o", markersize=3.5,
-                    label=f"{key}: {labels[key]} ({100 * h.final_acc:.1f}%)")
+        ax_acc.plot(epochs, [max(100 * (1 - a), floor) for a in h.epoch_acc], color=color, marker="o",
+                    markersize=3.5, label=f"{key}: {labels[key]} ({100 * h.final_acc:.1f}% accuracy)")
     ax_loss.set_yscale("log")
     ax_loss.set_ylim(bottom=lowest / 4)  # the averages, not every outlier minibatch, set the range
     plain = FuncFormatter(lambda v, _: f"{v:g}")  # 0.01, not 10^-2
@@ -269,10 +223,14 @@ def plot_ablation(histories: dict, labels: dict, path: str, title: str) -> None:
     ax_loss.set_title("training loss: each minibatch (faint), moving average over half an epoch")
     ax_loss.grid(True, which="both", alpha=0.3)
     ax_loss.legend(loc="best")
+    errors = [max(100 * (1 - a), floor) for h in histories.values() for a in h.epoch_acc]
+    ax_acc.set_yscale("log")
+    ax_acc.set_ylim(min(errors) / 1.5, min(100.0, max(errors) * 1.5))  # the data set the range
+    ax_acc.yaxis.set_major_formatter(plain)
+    ax_acc.yaxis.set_minor_formatter(plain if max(errors) / min(errors) < 30 else NullFormatter())
     ax_acc.set_xlabel("epoch")
-    ax_acc.set_ylabel("test accuracy (%)")
-    ax_acc.set_title("held-out test accuracy after each epoch")
-    ax_acc.set_ylim(0, 100)
+    ax_acc.set_ylabel("test error (% of held-out images, log scale)")
+    ax_acc.set_title("held-out test error after each epoch (lower is better)")
     n_epochs = max(len(h.epoch_acc) for h in histories.values())
     ax_acc.set_xlim(0.5, n_epochs + 0.5)
     if n_epochs <= 20:
@@ -280,7 +238,7 @@ def plot_ablation(histories: dict, labels: dict, path: str, title: str) -> None:
     else:
         ax_acc.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_acc.grid(True, alpha=0.3)
-    ax_acc.legend(loc="lower right")
+    ax_acc.legend(loc="upper right")
     fig.suptitle(title)
     fig.savefig(path, dpi=110)
 
@@ -289,34 +247,9 @@ def plot_ablation(histories: dict, labels: dict, path: str, title: str) -> None:
 # step 4: fastcnn against plain PyTorch
 # ------------------------------------------------------------------------------------------------
 
-def _time_pair(fns: dict, device: str, min_time: float, max_reps: int, budget: float) -> dict:
-    """Median wall time in ms of each ``fns[name]()`` after one warm-up call each. The functions run
-    in turn (A, B, A, B, ...) so that a change in the machine's load hits both alike; at least 3
-    rounds, until each has run ``min_time`` seconds or ``max_reps`` times, or ``budget`` seconds
-    are spent (a busy machine must not stall the demo). Returns ``{name: (ms, runs)}``."""
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    start = time.perf_counter()
-    for fn in fns.values():
-        fn()
-        sync()
-    times = {name: [] for name in fns}
-    while True:
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            times[name].append(time.perf_counter() - t0)
-        rounds = len(next(iter(times.values())))
-        if rounds >= max_reps or time.perf_counter() - start > budget:
-            break
-        if rounds >= 3 and all(sum(t) >= min_time for t in times.values()):
-            break
-    return {name: (1e3 * statistics.median(t), len(t)) for name, t in times.items()}
-
-
 def _timing_cases(device: str, quick: bool):
-    """(network, input shape, num_classes, constructor arguments): the four networks of
-    ``bench/shapes.py`` on a GPU, LeNet-5 and ResNet-18 on a CPU."""
+    """(network, input shape, num_classes): the four networks of ``bench/shapes.py`` on a GPU,
+    LeNet-5 and ResNet-18 on a CPU."""
     if device == "cuda":
         cases = [("lenet5", (256, 1, 28, 28), 10), ("alexnet", (32, 3, 224, 224), 1000),
                  ("googlenet", (32, 3, 224, 224), 1000), ("resnet50", (32, 3, 224, 224), 1000)]
@@ -324,59 +257,34 @@ def _timing_cases(device: str, quick: bool):
             cases = [(n, (8,) + s[1:], c) for n, s, c in cases]
     else:
         cases = [("lenet5", (64, 1, 28, 28), 10), ("resnet18", (2, 3, 32, 32) if quick else (2, 3, 224, 224), 1000)]
-    for name, shape, classes in cases:
-        # GoogLeNet without its auxiliary classifiers (an inference network; both sides alike).
-        yield name, shape, classes, {"num_classes": classes, **({"aux_logits": False} if name == "googlenet" else {})}
+    return cases
 
 
-def run_timing(quick: bool, seed: int) -> list[dict]:
+def run_timing(quick: bool) -> list[dict]:
+    """Step 4 through the network benchmark (``fastcnn.bench.bench_models.run``: the same weights on
+    both sides, the outputs compared before timing, the providers timed in alternating rounds; the
+    median over every round, and the per-round speedups' range). One row per network and mode."""
+    from .bench import bench_models
+
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        torch.backends.cudnn.benchmark = True  # PyTorch's best conv algorithms (a fair baseline)
+    base = bench_models.BASELINE[device]  # PyTorch eager: torch_cpu, or cudnn (cudnn.benchmark=True)
     rows = []
-    # --quick: one timed run each (CI checks that it runs, not the numbers).
-    min_time, max_reps, budget = (0.0, 1, 0.0) if quick else (1.0, 20, 20.0)
-    from . import models
-    from .bench.reference_models import plain_model
-
-    for name, shape, classes, kwargs in _timing_cases(device, quick):
-        torch.manual_seed(seed)
-        fast = models.MODELS[name](**kwargs).to(device)
-        plain = plain_model(name, **kwargs).to(device)
-        plain.load_state_dict(fast.state_dict())  # same names, same weights
-        gen = torch.Generator().manual_seed(seed)
-        x = torch.randn(shape, generator=gen).to(device)
-        y = torch.randint(0, classes, (shape[0],), generator=gen).to(device)
-        fast.eval()
-        plain.eval()
-        with torch.no_grad():
-            diff = (fast(x).float() - plain(x).float()).abs().max().item()
-        for mode in ("inference", "train step"):
-            r = {"network": name, "input": "x".join(map(str, shape)), "mode": mode}
-            fns = {}
-            for provider, model in (("PyTorch", plain), ("fastcnn", fast)):
-                if mode == "inference":
-                    model.eval()
-
-                    def fn(m=model):
-                        with torch.no_grad():
-                            m(x)
-                else:
-                    model.train()
-
-                    def fn(m=model):
-                        m.zero_grad(set_to_none=True)
-                        out = m(x)
-                        F.cross_entropy(out if torch.is_tensor(out) else out[0], y).backward()
-                fns[provider] = fn
-            for provider, (ms, runs) in _time_pair(fns, device, min_time, max_reps, budget).items():
-                r[f"{provider} ms"] = ms
-                r[f"{provider} runs"] = runs
-            r["speedup"] = r["PyTorch ms"] / r["fastcnn ms"]
-            r["max |diff| of logits"] = f"{diff:.1e}" if mode == "inference" else ""
-            rows.append(r)
-            echo(f"  {name} {mode}: PyTorch {r['PyTorch ms']:.1f} ms, fastcnn {r['fastcnn ms']:.1f} ms")
-        del fast, plain
+    for name, shape, classes in _timing_cases(device, quick):
+        # --quick: one short round each (CI checks that it runs, not the numbers).
+        got = bench_models.run(device, [name], ("inference", "train"), batch=shape[0], providers=[base, "fastcnn"],
+                               quick=quick, image_size=None if name == "lenet5" else shape[-1],
+                               rounds=1 if quick else 3, num_classes=classes,
+                               echo=lambda line: echo("  " + line))
+        for mode in ("inference", "train"):
+            by = {r["provider"]: r for r in got if r["mode"] == mode}
+            if "fastcnn" not in by or base not in by:
+                raise RuntimeError(f"{name} {mode}: the timing did not run (the lines above say why)")
+            fast = by["fastcnn"]
+            spread = (f"{fast['speedup_lo']:.2f}-{fast['speedup_hi']:.2f}" if fast.get("rounds", 1) > 1 else "")
+            rows.append({"network": name, "input": "x".join(map(str, shape)), "mode": mode,
+                         "PyTorch ms": by[base]["ms_p50"], "fastcnn ms": fast["ms_p50"],
+                         "speedup": by[base]["ms_p50"] / fast["ms_p50"], "range over rounds": spread,
+                         "output rel err": fast.get("out_rel_err") if mode == "inference" else None})
     return rows
 
 
@@ -430,7 +338,7 @@ def main(argv=None) -> int:
     echo(f"fastcnn demo: torch {torch.__version__}, {torch.get_num_threads()} CPU threads, CUDA "
          f"{'available: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'not available'}")
     echo(f"output folder: {out}")
-    if not _has("tqdm"):
+    if not Progress.available():
         echo("(tqdm is not installed: one line per epoch instead of progress bars)")
 
     # [1] ---------------------------------------------------------------------------------------
@@ -438,8 +346,8 @@ def main(argv=None) -> int:
         echo("\n[1] op check skipped (--skip-check)")
     else:
         echo("\n[1] every fused op, forward and backward, against PyTorch (float64 reference)\n")
-        rows = check.run()
-        ok = check.print_table(rows, echo=echo)
+        rows = selfcheck.run()
+        ok = selfcheck.print_table(rows, echo=echo)
         results["check"] = rows
         if not ok:
             echo("\nfastcnn demo: an op does not match PyTorch (FAIL above); stopping. --skip-check runs the other "
@@ -491,7 +399,7 @@ def main(argv=None) -> int:
                 continue
             model = build(kw, args.seed, ds.num_classes)
             histories[key] = train(model, ds, epochs=epochs, seed=args.seed, bars="run", label=f"{key} {label}: ")
-            if not _has("tqdm"):
+            if not Progress.available():
                 echo(f"  {key} {label}: train loss {histories[key].final_loss:.4f}, test accuracy "
                      f"{100 * histories[key].final_acc:.2f}% ({histories[key].seconds:.1f} s)")
     histories = {key: histories[key] for key, _, _ in VARIANTS}
@@ -502,7 +410,7 @@ def main(argv=None) -> int:
             for (key, h), label in zip(histories.items(), labels.values())]
     echo("")
     print_table(rows, ["variant", "model", "parameters", "final train loss", "test accuracy %", "train time s"],
-                {"final train loss": "{:.4f}", "test accuracy %": "{:.2f}", "train time s": "{:.1f}"})
+                {"final train loss": "{:.4f}", "test accuracy %": "{:.2f}", "train time s": "{:.1f}"}, echo=echo)
     png = os.path.join(out, "ablation_loss.png")
     plot_ablation(histories, labels, png, f"LeNet-5 ablation (fastcnn layers) on {ds.name}\n{len(ds.y_train)} "
                                           f"training / {len(ds.y_test)} test images; {setting}")
@@ -521,18 +429,23 @@ def main(argv=None) -> int:
         what = "the four networks" if dev == "cuda" else "LeNet-5 and ResNet-18"
         echo(f"\n[4] {what}, fastcnn against plain PyTorch (same weights), float32 NCHW, "
              + (f"{torch.cuda.get_device_name()}" if dev == "cuda" else f"CPU, {threads} thread{'s' * (threads > 1)}")
-             + ": median wall time\n")
+             + ": median wall time; speedup = PyTorch time / fastcnn time (> 1: fastcnn is faster)"
+             + ("" if args.quick else ", with its range over 3 rounds") + "\n")
         if dev == "cpu" and hasattr(os, "getloadavg") and os.getloadavg()[0] > (os.cpu_count() or 1):
             echo(f"    (the machine is busy: load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; the "
                  "times are noisy, and threads that spin-wait for descheduled ones inflate them: --threads 1, or "
                  "OMP_WAIT_POLICY=PASSIVE in the environment, make them steadier)")
         with num_threads(threads):
-            rows = run_timing(args.quick, args.seed)
+            rows = run_timing(args.quick)
         echo("")
-        print_table(rows, ["network", "input", "mode", "PyTorch ms", "fastcnn ms", "speedup", "max |diff| of logits"],
-                    {"PyTorch ms": _fmt_ms, "fastcnn ms": _fmt_ms, "speedup": "{:.2f}x"})
-        echo("speedup = PyTorch time / fastcnn time (> 1: fastcnn is faster). Inference runs in eval mode (fastcnn "
-             "folds BatchNorm into its convs); a train step is forward + cross-entropy + backward.")
+        cols = ["network", "input", "mode", "PyTorch ms", "fastcnn ms", "speedup"]
+        cols += ["range over rounds"] * (not args.quick) + ["output rel err"]
+        print_table(rows, cols, {"PyTorch ms": _fmt_ms, "fastcnn ms": _fmt_ms, "speedup": "{:.2f}x",
+                                 "output rel err": "{:.1e}"}, echo=echo)
+        echo("speedup = PyTorch time / fastcnn time (> 1: fastcnn is faster), from the median times. Inference runs "
+             "in eval mode (fastcnn folds BatchNorm into its convs); a train step is zero_grad + forward + "
+             "cross-entropy + backward + SGD step. output rel err: ||fastcnn - PyTorch|| / ||PyTorch|| of the "
+             "inference logits.")
         echo("The full suite (every layer of LeNet-5, AlexNet, GoogLeNet, ResNet-50; forward and backward; NCHW and "
              "channels_last): python -m fastcnn bench --help")
         if _has("fastcnn.bench.bench_models"):

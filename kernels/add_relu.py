@@ -24,9 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fastcnn import _checks
-
-from . import _launch, _tuning
+from . import _common, _launch, _tuning
 from ._round import to_out
 
 # Indices at or past this use int64 arithmetic (IDX64); tests lower it to run the int64 paths on
@@ -123,10 +121,8 @@ def _result_strides(a: torch.Tensor, b: torch.Tensor) -> tuple[int, ...]:
 
 
 def _alloc(shape, stride, dtype, device) -> torch.Tensor:
-    """An output with exactly these (dense) strides, through fastcnn's poisoning allocator."""
-    from fastcnn import _ops  # not at import time: fastcnn._ops imports this module
-
-    return _ops.new_output_strided(tuple(shape), tuple(stride), dtype, device)
+    """An output with exactly these (dense) strides, through the poisoning allocator."""
+    return _common.new_output_strided(tuple(shape), tuple(stride), dtype, device)
 
 
 def _coalesce(shape, out_stride, xs, ys):
@@ -187,16 +183,15 @@ def plan(op: int, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor, stem: str
     return launches
 
 
+# Arguments arrive validated (the router runs csrc/checks.h before any backend).
 def add_relu(input: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-    shape = tuple(_checks.add_relu("add_relu", input, other))
+    shape = tuple(torch.broadcast_shapes(input.shape, other.shape))
     out = _alloc(shape, _result_strides(input, other), input.dtype, input.device)
     _launch.run(plan(_ADD_RELU, input.expand(shape), other.expand(shape), out, "add_relu"))
     return out
 
 
 def add_relu_backward(grad_output: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-    op = "add_relu_backward"
-    _checks.add_relu_backward(op, grad_output, output)
     gi = _alloc(tuple(output.shape), _result_strides(grad_output, output), output.dtype, output.device)
     _launch.run(plan(_RELU_GRAD, grad_output, output, gi, "add_relu_backward"))
     return gi

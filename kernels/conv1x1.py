@@ -16,30 +16,23 @@ im2col address math in its loop and is tuned separately from the k > 1 convoluti
 
 from __future__ import annotations
 
-from fastcnn import _checks
-
 from . import conv2d as _conv
 
 _PAD = (0, 0)
 _DIL = (1, 1)
 
 
+# Arguments arrive validated (the router runs csrc/checks.h before any backend).
 # Defaults as the schema's: the dispatcher drops trailing arguments equal to their default.
 def conv1x1(input, weight, bias=None, residual=None, stride=(1, 1), activation="relu"):
-    act = _checks.activation(activation, "conv1x1")
-    _checks.conv1x1_weight("conv1x1", weight)
-    _checks.conv2d("conv1x1", input, weight, bias, residual, stride, _PAD, _DIL, 1)
     with _conv.device_guard(input):
-        return _conv.conv_forward(input, weight, bias, residual, tuple(stride), _PAD, _DIL, 1, act,
+        return _conv.conv_forward(input, weight, bias, residual, tuple(stride), _PAD, _DIL, 1, activation,
                                   family="conv1x1")
 
 
 def conv1x1_backward(grad_output, input, weight, output, stride, activation, output_mask):
-    _checks.conv1x1_weight("conv1x1_backward", weight)
-    act = _conv.check_backward_args("conv1x1_backward", grad_output, input, weight, output, stride, _PAD, _DIL, 1,
-                                    activation)
     with _conv.device_guard(input):
-        return _conv.conv_backward(grad_output, input, weight, output, tuple(stride), _PAD, _DIL, 1, act,
+        return _conv.conv_backward(grad_output, input, weight, output, tuple(stride), _PAD, _DIL, 1, activation,
                                    list(output_mask), family="conv1x1")
 
 

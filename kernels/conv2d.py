@@ -47,10 +47,7 @@ import triton
 import triton.language as tl
 from torch._prims_common import suggest_memory_format
 
-from fastcnn import _checks
-from fastcnn import _ops
-
-from . import _launch, _tuning
+from . import _common, _launch, _tuning
 from ._conv_igemm import _conv_dgrad_kernel, _conv_fwd_kernel
 from ._conv_tma import _conv_fwd_tma_kernel
 from ._conv_wgrad import _conv_wgrad_kernel, _splitk_reduce_kernel
@@ -111,7 +108,7 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def shape_key(x, w, stride, padding, dilation, groups) -> str:
     """Key of the tuned-config tables: sizes, geometry, dtype and layout."""
-    fmt = "cl" if _ops.conv_format(x, w) == torch.channels_last else "nchw"
+    fmt = "cl" if _common.conv_format(x, w) == torch.channels_last else "nchw"
     N, C, H, W = x.shape
     K, _, R, S = w.shape
     return (f"{str(x.dtype).replace('torch.', '')}-{fmt}-n{N}c{C}h{H}w{W}-k{K}r{R}s{S}"
@@ -183,10 +180,6 @@ def _check_grid(groups: int, what: str):
 def device_guard(t: torch.Tensor):
     """Triton launches on the current CUDA device, not the tensors': make it the tensors'."""
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
-
-
-def _out_size(size, k, s, p, d):
-    return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
 def _dummy(t):
@@ -309,8 +302,9 @@ def conv_forward(x, w, bias, residual, stride, padding, dilation, groups, activa
     (tests)."""
     N, C, H, W = x.shape
     K, C_g, R, S = w.shape
-    P, Q = _out_size(H, R, stride[0], padding[0], dilation[0]), _out_size(W, S, stride[1], padding[1], dilation[1])
-    y = _ops.new_output((N, K, P, Q), x.dtype, x.device, _ops.conv_format(x, w))
+    P = _common.conv_out_size(H, R, stride[0], padding[0], dilation[0])
+    Q = _common.conv_out_size(W, S, stride[1], padding[1], dilation[1])
+    y = _common.new_output((N, K, P, Q), x.dtype, x.device, _common.conv_format(x, w))
     if N * P * Q == 0:
         return y
     _check_grid(groups, family)
@@ -460,17 +454,17 @@ def conv_backward(grad, x, w, out, stride, padding, dilation, groups, activation
                   family="conv2d", flat=None, config=None):
     """(grad_input, grad_weight, grad_bias, grad_act) on validated arguments; outputs not in
     output_mask are empty tensors."""
-    fmt = _ops.conv_format(x, w)
+    fmt = _common.conv_format(x, w)
     dtype, device = x.dtype, x.device
     K = w.shape[0]
 
     def empty():
         return torch.empty(0, dtype=dtype, device=device)
 
-    gi = _ops.new_output(x.shape, dtype, device, fmt) if output_mask[0] else None
-    gw = _ops.new_output(w.shape, dtype, device, suggest_memory_format(w)) if output_mask[1] else None
-    gb = _ops.new_output((K,), dtype, device) if output_mask[2] else None
-    ga = _ops.new_output(grad.shape, dtype, device, fmt) if output_mask[3] else None
+    gi = _common.new_output(x.shape, dtype, device, fmt) if output_mask[0] else None
+    gw = _common.new_output(w.shape, dtype, device, suggest_memory_format(w)) if output_mask[1] else None
+    gb = _common.new_output((K,), dtype, device) if output_mask[2] else None
+    ga = _common.new_output(grad.shape, dtype, device, fmt) if output_mask[3] else None
     if any(output_mask):
         _check_grid(groups, f"{family}_backward")
         _launch.run(plan_backward(grad, x, w, out, gi, gw, gb, ga, stride, padding, dilation, groups, activation,
@@ -479,33 +473,24 @@ def conv_backward(grad, x, w, out, stride, padding, dilation, groups, activation
             gb if gb is not None else empty(), ga if ga is not None else empty())
 
 
-def check_backward_args(op, grad_output, input, weight, output, stride, padding, dilation, groups, activation):
-    """Validate a conv backward call (ValueError with the shapes); returns the activation."""
-    return _checks.conv_backward(op, grad_output, input, weight, output, stride, padding, dilation, groups,
-                                 activation)
-
-
 # ------------------------------------------------------------------------------------------------
 # op entry points (fastcnn::_triton_conv2d, fastcnn::_triton_conv2d_backward)
 # ------------------------------------------------------------------------------------------------
 
+# Arguments arrive validated (the router runs csrc/checks.h before any backend).
 # Defaults as the schema's: the dispatcher drops trailing arguments equal to their default.
 def conv2d(input, weight, bias=None, residual=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
            activation="none"):
-    act = _checks.activation(activation, "conv2d")
-    _checks.conv2d("conv2d", input, weight, bias, residual, stride, padding, dilation, groups)
     with device_guard(input):
         return conv_forward(input, weight, bias, residual, tuple(stride), tuple(padding), tuple(dilation), groups,
-                            act)
+                            activation)
 
 
 def conv2d_backward(grad_output, input, weight, output, stride, padding, dilation, groups, activation,
                     output_mask):
-    act = check_backward_args("conv2d_backward", grad_output, input, weight, output, stride, padding, dilation,
-                              groups, activation)
     with device_guard(input):
         return conv_backward(grad_output, input, weight, output, tuple(stride), tuple(padding), tuple(dilation),
-                             groups, act, list(output_mask))
+                             groups, activation, list(output_mask))
 
 
 IMPLS = {"conv2d": conv2d, "conv2d_backward": conv2d_backward}

@@ -32,9 +32,7 @@ import triton
 import triton.language as tl
 from torch._prims_common import suggest_memory_format
 
-from fastcnn import _checks
-
-from . import _launch, _tuning
+from . import _common, _launch, _tuning
 from ._round import to_out
 
 # Indices at or past this use int64 arithmetic (IDX64); tests lower it to run the int64 paths on
@@ -195,9 +193,15 @@ def _max_pool2d_backward_kernel(
     tl.store(gi_ptr + g_off, to_out(acc, gi_ptr.dtype.element_ty), mask=mask)
 
 
-def _pairs(op, kernel_size, stride, padding, dilation):
-    return tuple(tuple(_checks.pair(v, name, op)) for v, name in
-                 ((kernel_size, "kernel_size"), (stride, "stride"), (padding, "padding"), (dilation, "dilation")))
+def _pairs(kernel_size, stride, padding, dilation):
+    return tuple(tuple(v) for v in (kernel_size, stride, padding, dilation))
+
+
+def _out_shape(x, geom, ceil_mode):
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = geom
+    N, C, H, W = x.shape
+    return (N, C, _common.pool_out_size(H, kh, sh, ph, dh, ceil_mode),
+            _common.pool_out_size(W, kw, sw, pw, dw, ceil_mode))
 
 
 def _geometry_args(kernel_size, stride, padding, dilation):
@@ -260,15 +264,14 @@ def plan_backward(grad_output, indices, gi, geom, channels_last):
 
 
 def max_pool2d(input, kernel_size, stride, padding=(0, 0), dilation=(1, 1), ceil_mode=False, with_indices=False):
+    # Arguments arrive validated (the router runs csrc/checks.h before any backend).
     # The defaults are the schema's: the dispatcher leaves out trailing arguments equal to them.
-    geom = _pairs("max_pool2d", kernel_size, stride, padding, dilation)
-    shape = _checks.max_pool2d("max_pool2d", input, *geom, bool(ceil_mode))
-    from fastcnn import _ops  # not at import time: fastcnn._ops imports this module
-
+    geom = _pairs(kernel_size, stride, padding, dilation)
+    shape = _out_shape(input, geom, bool(ceil_mode))
     fmt = suggest_memory_format(input)
-    out = _ops.new_output(shape, input.dtype, input.device, fmt)
+    out = _common.new_output(shape, input.dtype, input.device, fmt)
     if with_indices:
-        idx = _ops.new_output(shape, torch.int64, input.device, fmt)
+        idx = _common.new_output(shape, torch.int64, input.device, fmt)
     else:
         idx = torch.empty((0,), dtype=torch.int64, device=input.device)
     if out.numel() > 0:  # an empty batch launches nothing
@@ -278,16 +281,14 @@ def max_pool2d(input, kernel_size, stride, padding=(0, 0), dilation=(1, 1), ceil
 
 
 def max_pool2d_backward(grad_output, input, indices, kernel_size, stride, padding, dilation, ceil_mode):
-    op = "max_pool2d_backward"
-    geom = _pairs(op, kernel_size, stride, padding, dilation)
-    shape = _checks.max_pool2d_backward(op, grad_output, input, indices, *geom, bool(ceil_mode))
+    geom = _pairs(kernel_size, stride, padding, dilation)
+    shape = _out_shape(input, geom, bool(ceil_mode))
     have_idx = indices.numel() > 0
-    from fastcnn import _ops
 
     fmt = suggest_memory_format(input)
     channels_last = fmt == torch.channels_last
     N, C, H, W = input.shape
-    gi = _ops.new_output(tuple(input.shape), input.dtype, input.device, fmt)
+    gi = _common.new_output(tuple(input.shape), input.dtype, input.device, fmt)
     if gi.numel() == 0:
         return gi
     if not have_idx:

@@ -1,28 +1,24 @@
-"""Shared test machinery: backends to run, tolerances, the float64 reference and its comparison.
+"""Shared test machinery: the backend targets as pytest parameters, tolerances and the error
+measure (both from ``fastcnn.testing``, re-exported here), the float64 reference helpers.
 
-Every op test is parametrised over ``backend_device``: the C++ CPU backend always; the Triton
-backend on CPU tensors when ``TRITON_INTERPRET=1`` (small shapes: the interpreter is slow); on a GPU
-the CUDA and Triton backends on CUDA tensors. Outputs are poisoned (NaN) before every kernel runs,
-so an element a kernel does not write fails.
+Every op test is parametrised over ``backend_device`` (``fastcnn.testing.TARGETS``): the C++ CPU
+backend always; the Triton backend on CPU tensors when ``TRITON_INTERPRET=1`` (small shapes: the
+interpreter is slow); on a GPU the CUDA and Triton backends on CUDA tensors. Outputs are poisoned
+(NaN) before every kernel runs, so an element a kernel does not write fails.
 """
 
 from __future__ import annotations
-
-import os
 
 import pytest
 import torch
 
 import fastcnn
+import fastcnn.testing
 
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+from fastcnn.testing import TARGETS, TOL, TOL_TF32, assert_close, interpreting, rel_err  # noqa: F401 (re-exported)
+
+INTERPRET = interpreting()
 HAS_CUDA = torch.cuda.is_available()
-
-# Relative-norm error bounds ||out - ref|| / ||ref|| against a float64 reference computed from the
-# same (rounded) inputs. float32 sums are fp32-exact; fp16/bf16 carry one output rounding (2^-11,
-# 2^-8) plus fp32 accumulation; tf32 rounds the operands to 10 mantissa bits.
-TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
-TOL_TF32 = 5e-3
 
 
 def pytest_configure(config):
@@ -44,20 +40,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_slow)
 
 
-def _backend_devices():
-    out = [pytest.param(("cpu", "cpu"), id="cpu")]
-    avail = fastcnn.available_backends()
-    if "triton" in avail:
-        out.append(pytest.param(("triton", "cpu"), id="triton-interp",
-                                marks=pytest.mark.skipif(not INTERPRET, reason="TRITON_INTERPRET=1 not set")))
-    out.append(pytest.param(("cuda", "cuda"), id="cuda", marks=[
-        pytest.mark.cuda, pytest.mark.skipif("cuda" not in avail, reason="fastcnn built without CUDA")]))
-    out.append(pytest.param(("triton", "cuda"), id="triton-cuda", marks=[
-        pytest.mark.cuda, pytest.mark.skipif("triton" not in avail, reason="triton backend unavailable")]))
-    return out
+def _param(target):
+    marks = [pytest.mark.cuda] if target.device == "cuda" else []
+    why = target.unavailable()
+    if why:
+        marks.append(pytest.mark.skip(reason=f"{target.id}: {why}"))
+    return pytest.param((target.backend, target.device), id=target.id, marks=marks)
 
 
-BACKEND_DEVICES = _backend_devices()
+# fastcnn.testing.TARGETS as pytest parameters: every target, the ones this installation cannot run
+# skipped with the reason.
+BACKEND_DEVICES = [_param(t) for t in TARGETS]
 
 
 @pytest.fixture(params=BACKEND_DEVICES)
@@ -69,30 +62,21 @@ def backend_device(request):
 
 @pytest.fixture(autouse=True)
 def _poison_and_seed():
-    fastcnn._C._set_poison(True)
+    fastcnn.testing.set_poison(True)
     torch.manual_seed(1234)
     yield
-    fastcnn._C._set_poison(False)
+    fastcnn.testing.set_poison(False)
 
 
-def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    """||out - ref|| / ||ref|| in float64; NaN anywhere in out (where ref has none) gives inf."""
-    out = out.detach().to("cpu", torch.float64)
-    ref = ref.detach().to("cpu", torch.float64)
-    assert out.shape == ref.shape, f"shape {tuple(out.shape)} != reference {tuple(ref.shape)}"
-    finite = torch.isfinite(ref)
-    if not torch.equal(torch.isfinite(out), finite) or not torch.equal(out[~finite].nan_to_num(0, 1, -1),
-                                                                        ref[~finite].nan_to_num(0, 1, -1)):
-        return float("inf")
-    diff = (out[finite] - ref[finite]).norm().item()
-    scale = ref[finite].norm().item()
-    return diff / scale if scale > 0 else diff
-
-
-def assert_close(out, ref, dtype, what="output", tol=None):
-    tol = tol if tol is not None else TOL[dtype]
-    err = rel_err(out, ref)
-    assert err <= tol, f"{what}: relative error {err:.3e} > {tol:.1e} ({dtype})"
+@pytest.fixture(scope="module")
+def _one_thread():
+    """One CPU thread for a module's tests (``pytestmark = pytest.mark.usefixtures("_one_thread")``):
+    small tensors run as fast on one, and it is immune to oversubscription on a shared machine (a
+    parallel region waits for every thread)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def as_layout(t: torch.Tensor, layout: str) -> torch.Tensor:

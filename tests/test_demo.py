@@ -14,6 +14,7 @@ import sys
 import pytest
 import torch
 
+from fastcnn import _console
 from fastcnn import data as fdata
 from fastcnn import demo
 
@@ -134,21 +135,11 @@ def test_ablation_variants_build_and_share_the_init():
 
 
 def test_progress_falls_back_to_lines_without_tqdm(monkeypatch, capsys):
-    monkeypatch.setattr(demo, "_has", lambda m: False if m == "tqdm" else True)
+    monkeypatch.setattr(_console, "_has", lambda m: False if m == "tqdm" else True)
     with demo.num_threads(1):
         demo.train(demo.build(dict(activation="relu"), seed=0), _synthetic(32, 10), epochs=2, seed=0, bars="epoch")
     lines = [line for line in capsys.readouterr().out.splitlines() if "train loss" in line]
     assert len(lines) == 2 and lines[0].strip().startswith("epoch 1/2: train loss")
-
-
-def test_time_pair_alternates_and_respects_the_budget():
-    calls = []
-    res = demo._time_pair({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, "cpu",
-                          min_time=0.0, max_reps=4, budget=60.0)
-    assert calls[:4] == ["a", "b", "a", "b"]
-    assert res["a"][1] == res["b"][1] == 3  # 3 rounds once min_time is met
-    res = demo._time_pair({"a": lambda: None}, "cpu", min_time=10.0, max_reps=5, budget=0.0)
-    assert res["a"][1] == 1  # the budget stops it after one round
 
 
 # ------------------------------------------------------------------------------------------------

@@ -13,129 +13,6 @@ import fastcnn.functional as FF
 ops = torch.ops.fastcnn
 
 
-def x4(*s, dtype=torch.float32, device="cpu"):
-    return torch.randn(*s, dtype=dtype, device=device)
-
-
-CONV_CASES = [
-    # (args, kwargs, words that must appear in the message)
-    ((x4(2, 3), x4(4, 3, 3, 3)), {}, ["input", "4-d", "(2, 3)"]),
-    ((x4(1, 2, 3, 5, 5), x4(4, 3, 3, 3)), {}, ["input", "4-d"]),
-    ((x4(2, 3, 8, 8), x4(4, 3, 3)), {}, ["weight", "4-d", "(4, 3, 3)"]),
-    ((x4(2, 3, 8, 8), x4(4, 2, 3, 3)), {}, ["weight", "input channels", "3"]),
-    ((x4(2, 4, 8, 8), x4(6, 2, 3, 3)), {"groups": 3}, ["divisible by groups", "3"]),
-    ((x4(2, 6, 8, 8), x4(5, 2, 3, 3)), {"groups": 3}, ["out-channels", "5", "groups"]),
-    ((x4(2, 3, 8, 8), x4(4, 3, 3, 3)), {"groups": 0}, ["groups"]),
-    ((x4(2, 3, 8, 8), x4(4, 3, 3, 3)), {"stride": 0}, ["stride", ">= 1"]),
-    ((x4(2, 3, 8, 8), x4(4, 3, 3, 3)), {"stride": (1, -1)}, ["stride"]),
-    ((x4(2, 3, 8, 8), x4(4, 3, 3, 3)), {"padding": -1}, ["padding", ">= 0"]),
-    ((x4(2, 3, 8, 8), x4(4, 3, 3, 3)), {"dilation": 0}, ["dilation"]),
-    ((x4(2, 3, 4, 4), x4(4, 3, 7, 7)), {}, ["kernel", "larger than the padded input", "(2, 3, 4, 4)"]),
-    ((x4(2, 3, 8, 8), x4(4, 3, 3, 3), x4(5)), {}, ["bias", "(4,)", "(5,)"]),
-    ((x4(2, 3, 8, 8), x4(4, 3, 3, 3)), {"residual": x4(2, 4, 8, 8)}, ["residual", "(2, 4, 6, 6)", "(2, 4, 8, 8)"]),
-    ((x4(2, 3, 8, 8), x4(4, 3, 3, 3)), {"activation": "gelu"}, ["activation", "gelu"]),
-    ((x4(2, 3, 8, 8), x4(4, 3, 3, 3, dtype=torch.float64)), {}, ["weight", "dtype", "float64", "float32"]),
-    ((x4(2, 3, 8, 8), x4(4, 3, 3, 3, device="meta")), {}, ["weight", "meta", "cpu"]),
-    ((torch.ones(2, 3, 8, 8, dtype=torch.int64), torch.ones(4, 3, 3, 3, dtype=torch.int64)), {},
-     ["input", "floating-point", "int64"]),
-    ((x4(2, 3, 8, 8), x4(4, 3, 3, 3)), {"padding": "full"}, ["padding", "full"]),
-    ((x4(2, 3, 8, 8), x4(4, 3, 3, 3)), {"padding": "same", "stride": 2}, ["same", "strided"]),
-    ((x4(2, 3, 8, 8), x4(4, 3, 3, 3)), {"stride": (1, 2, 3)}, ["stride", "pair"]),
-]
-
-
-def _check(exc_info, words):
-    msg = str(exc_info.value)
-    for w in words:
-        assert w in msg, f"{w!r} not in message: {msg}"
-
-
-@pytest.mark.parametrize("args,kwargs,words", CONV_CASES)
-def test_conv2d_bad_input(args, kwargs, words):
-    before = [a.clone() for a in args if a.device.type != "meta"]
-    with pytest.raises(ValueError) as e:
-        FF.conv2d(*args, **kwargs)
-    _check(e, words)
-    for a, b in zip([a for a in args if a.device.type != "meta"], before):
-        assert torch.equal(a, b), "a caller's tensor was written"
-
-
-OP_CASES = [
-    # direct torch.ops calls bypass the Python checks: the C++ guard must raise a clear ValueError
-    (lambda: ops.conv2d(x4(2, 3, 8), x4(4, 3, 3, 3)), ["input", "4-d"]),
-    (lambda: ops.conv2d(x4(2, 3, 8, 8), x4(4, 2, 3, 3)), ["weight expects 2 input channels", "input has 3"]),
-    (lambda: ops.conv2d(x4(2, 3, 8, 8), x4(4, 3, 3, 3), None, None, [0, 1]), ["stride", ">= 1"]),
-    (lambda: ops.conv2d(x4(2, 3, 8, 8), x4(4, 3, 3, 3), None, None, [1, 1], [-1, 0]), ["padding"]),
-    (lambda: ops.conv2d(x4(2, 3, 2, 2), x4(4, 3, 3, 3)), ["larger than the padded input"]),
-    (lambda: ops.conv2d(x4(2, 3, 8, 8), x4(4, 3, 3, 3), None, x4(2, 4, 3, 3)), ["residual", "[2, 4, 6, 6]"]),
-    (lambda: ops.conv2d(x4(2, 3, 8, 8), x4(4, 3, 3, 3), None, None, [1, 1], [0, 0], [1, 1], 1, "tanh"),
-     ["activation", "tanh"]),
-    (lambda: ops.conv1x1(x4(2, 3, 8, 8), x4(4, 3, 3, 3)), ["weight", "[C_out, C_in, 1, 1]", "[4, 3, 3, 3]"]),
-    (lambda: ops.max_pool2d(x4(2, 3, 8, 8), [3, 3], [2, 2], [2, 2]), ["padding", "half the kernel"]),
-    (lambda: ops.max_pool2d(x4(2, 3, 8, 8), [0, 3], [2, 2]), ["kernel_size", ">= 1"]),
-    (lambda: ops.max_pool2d(x4(2, 3, 2, 2), [5, 5], [1, 1]), ["output size is too small"]),
-    (lambda: ops.max_pool2d(x4(3, 8, 8), [2, 2], [2, 2]), ["input", "4-d"]),
-    (lambda: ops.add_relu(x4(2, 3), x4(3, 2)), ["cannot be broadcast", "[2, 3]", "[3, 2]"]),
-    (lambda: ops.add_relu(x4(2, 3), x4(2, 3, dtype=torch.float64)), ["other", "dtype"]),
-    (lambda: ops._max_pool2d_backward(x4(2, 3, 3, 3), x4(2, 3, 8, 8), torch.empty(0, dtype=torch.long), [2, 2],
-                                      [2, 2], [0, 0], [1, 1], False), ["grad_output", "[2, 3, 4, 4]"]),
-    (lambda: ops._conv2d_backward(x4(2, 4, 5, 5), x4(2, 3, 8, 8), x4(4, 3, 3, 3), None, [1, 1], [0, 0], [1, 1], 1,
-                                  "none", [True, True, False, False]), ["grad_output", "[2, 4, 6, 6]"]),
-    (lambda: ops._conv2d_backward(x4(2, 4, 6, 6), x4(2, 3, 8, 8), x4(4, 3, 3, 3), None, [1, 1], [0, 0], [1, 1], 1,
-                                  "relu", [True, True, False, False]), ["output", "relu"]),
-]
-
-
-@pytest.mark.parametrize("i", range(len(OP_CASES)))
-def test_direct_op_bad_input(i):
-    fn, words = OP_CASES[i]
-    with pytest.raises(ValueError) as e:
-        fn()
-    _check(e, words)
-
-
-POOL_CASES = [
-    ((x4(2, 3, 8, 8), 3, 2, 2), {}, ["padding", "half the kernel", "(2, 2)", "(3, 3)"]),
-    ((x4(2, 3, 8, 8), 0), {}, ["kernel_size", ">= 1"]),
-    ((x4(2, 3, 8, 8), 2, 0), {}, ["stride", ">= 1"]),
-    ((x4(2, 3, 8, 8), 2, 2, -1), {}, ["padding", ">= 0"]),
-    ((x4(2, 3, 8, 8), 2, 2, 0, 0), {}, ["dilation"]),
-    ((x4(2, 3, 2, 2), 3, 1), {}, ["output size is too small", "(2, 3, 2, 2)"]),
-    ((x4(8, 8), 2), {}, ["input", "4-d", "(8, 8)"]),
-    ((torch.ones(1, 1, 4, 4, dtype=torch.int32), 2), {}, ["floating-point", "int32"]),
-    ((x4(1, 0, 4, 4), 2), {}, ["channels", "positive"]),
-]
-
-
-@pytest.mark.parametrize("args,kwargs,words", POOL_CASES)
-def test_max_pool2d_bad_input(args, kwargs, words):
-    with pytest.raises(ValueError) as e:
-        FF.max_pool2d(*args, **kwargs)
-    _check(e, words)
-
-
-@pytest.mark.parametrize("a,b,words", [
-    (x4(2, 3), x4(4, 3), ["cannot be broadcast", "(2, 3)", "(4, 3)"]),
-    (x4(2, 3), x4(2, 3, dtype=torch.float16), ["other", "float16"]),
-    (x4(2, 3), x4(2, 3, device="meta"), ["other", "meta"]),
-    (torch.ones(2, dtype=torch.int64), torch.ones(2, dtype=torch.int64), ["floating-point", "int64"]),
-    (x4(2, 3), [1.0, 2.0, 3.0], ["other", "torch.Tensor", "list"]),
-])
-def test_add_relu_bad_input(a, b, words):
-    with pytest.raises(ValueError) as e:
-        FF.add_relu(a, b)
-    _check(e, words)
-
-
-def test_conv1x1_bad_input():
-    with pytest.raises(ValueError, match=re.escape("(4, 3, 3, 3)")):
-        FF.conv1x1(x4(2, 3, 8, 8), x4(4, 3, 3, 3))
-    with pytest.raises(ValueError, match="activation"):
-        FF.conv1x1(x4(2, 3, 8, 8), x4(4, 3), activation="sigmoid")
-    with pytest.raises(ValueError, match=re.escape("(2, 4, 4, 4)")):
-        FF.conv1x1(x4(2, 3, 8, 8), x4(4, 3), stride=2, residual=x4(2, 4, 8, 8))
-
-
 # ------------------------------------------------------------------------------------------------
 # Hardening (issue 8): every invalid combination, on every backend, through the public functions
 # and through torch.ops directly. Each case: a ValueError whose message holds the given words (the
@@ -181,25 +58,25 @@ def _conv_matrix():
     ints = (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64, torch.bool, torch.complex64)
     cases = {
         # wrong ranks
-        "input-0d": c(lambda d: torch.tensor(1.0, device=d), Wt, words=["input", "4-d", "()"]),
-        "input-1d": c(lambda d: _t(3, device=d), Wt, words=["input", "4-d", "(3,)"]),
-        "input-5d": c(lambda d: _t(1, 2, 3, 8, 8, device=d), Wt, words=["input", "4-d", "(1, 2, 3, 8, 8)"]),
-        "weight-0d": c(X, lambda d: torch.tensor(1.0, device=d), words=["weight", "4-d", "()"]),
-        "weight-5d": c(X, lambda d: _t(4, 3, 3, 3, 1, device=d), words=["weight", "4-d", "(4, 3, 3, 3, 1)"]),
-        "bias-2d": c(X, Wt, bias=lambda d: _t(4, 1, device=d), words=["bias", "(4,)", "(4, 1)"]),
-        "bias-0d": c(X, Wt, bias=lambda d: torch.tensor(1.0, device=d), words=["bias", "(4,)", "()"]),
-        "residual-3d": c(X, Wt, res=lambda d: _t(4, 6, 6, device=d), words=["residual", "(2, 4, 6, 6)", "(4, 6, 6)"]),
+        "input-0d": c(lambda d: torch.tensor(1.0, device=d), Wt, words=["input", "4-d", "[]"]),
+        "input-1d": c(lambda d: _t(3, device=d), Wt, words=["input", "4-d", "[3]"]),
+        "input-5d": c(lambda d: _t(1, 2, 3, 8, 8, device=d), Wt, words=["input", "4-d", "[1, 2, 3, 8, 8]"]),
+        "weight-0d": c(X, lambda d: torch.tensor(1.0, device=d), words=["weight", "4-d", "[]"]),
+        "weight-5d": c(X, lambda d: _t(4, 3, 3, 3, 1, device=d), words=["weight", "4-d", "[4, 3, 3, 3, 1]"]),
+        "bias-2d": c(X, Wt, bias=lambda d: _t(4, 1, device=d), words=["bias", "[4]", "[4, 1]"]),
+        "bias-0d": c(X, Wt, bias=lambda d: torch.tensor(1.0, device=d), words=["bias", "[4]", "[]"]),
+        "residual-3d": c(X, Wt, res=lambda d: _t(4, 6, 6, device=d), words=["residual", "[2, 4, 6, 6]", "[4, 6, 6]"]),
         "residual-broadcastable": c(X, Wt, res=lambda d: _t(1, 4, 6, 6, device=d),
-                                    words=["residual", "(2, 4, 6, 6)", "(1, 4, 6, 6)"]),
+                                    words=["residual", "[2, 4, 6, 6]", "[1, 4, 6, 6]"]),
         # zero sizes
         "channels-0": c(lambda d: _t(2, 0, 8, 8, device=d), lambda d: _t(4, 0, 3, 3, device=d),
-                        words=["positive", "(2, 0, 8, 8)"]),
-        "out-channels-0": c(X, lambda d: _t(0, 3, 3, 3, device=d), words=["positive", "(0, 3, 3, 3)"]),
-        "kernel-0": c(X, lambda d: _t(4, 3, 0, 3, device=d), words=["positive", "(4, 3, 0, 3)"]),
-        "height-0": c(lambda d: _t(2, 3, 0, 8, device=d), Wt, words=["larger than the padded input", "(2, 3, 0, 8)"],
+                        words=["positive", "[2, 0, 8, 8]"]),
+        "out-channels-0": c(X, lambda d: _t(0, 3, 3, 3, device=d), words=["positive", "[0, 3, 3, 3]"]),
+        "kernel-0": c(X, lambda d: _t(4, 3, 0, 3, device=d), words=["positive", "[4, 3, 0, 3]"]),
+        "height-0": c(lambda d: _t(2, 3, 0, 8, device=d), Wt, words=["larger than the padded input", "[2, 3, 0, 8]"],
                       padding=1),
         # bad numbers
-        "stride-negative": c(X, Wt, words=["stride", ">= 1", "(-1, -1)"], stride=-1),
+        "stride-negative": c(X, Wt, words=["stride", ">= 1", "[-1, -1]"], stride=-1),
         "dilation-negative": c(X, Wt, words=["dilation", ">= 1"], dilation=(1, -2)),
         "groups-negative": c(X, Wt, words=["groups", "-1"], groups=-1),
         "groups-float": c(X, Wt, words=["groups", "1.0"], groups=1.0),
@@ -208,7 +85,7 @@ def _conv_matrix():
         "stride-float": c(X, Wt, words=["stride", "1.5"], stride=1.5),
         "stride-bool": c(X, Wt, words=["stride", "True"], stride=True),
         "stride-none": c(X, Wt, words=["stride", "None"], stride=None),
-        "padding-pair-negative": c(X, Wt, words=["padding", ">= 0", "(0, -1)"], padding=(0, -1)),
+        "padding-pair-negative": c(X, Wt, words=["padding", ">= 0", "[0, -1]"], padding=(0, -1)),
         "padding-triple": c(X, Wt, words=["padding", "(0, 1, 2)"], padding=(0, 1, 2)),
         "dilation-empty": c(X, Wt, words=["dilation", "[]"], dilation=[]),
         "same-strided-pair": c(X, Wt, words=["same", "strided", "(1, 2)"], padding="same", stride=(1, 2)),
@@ -216,10 +93,10 @@ def _conv_matrix():
         "activation-int": c(X, Wt, words=["activation", "1"], activation=1),
         "activation-case": c(X, Wt, words=["activation", "ReLU"], activation="ReLU"),
         # not tensors
-        "input-list": c(lambda d: [1.0], Wt, words=["input", "torch.Tensor", "list"]),
-        "weight-numpy": c(X, lambda d: _t(4, 3, 3, 3).numpy(), words=["weight", "torch.Tensor", "ndarray"]),
-        "bias-float": c(X, Wt, bias=lambda d: 1.0, words=["bias", "torch.Tensor", "float"]),
-        "residual-list": c(X, Wt, res=lambda d: [0.0], words=["residual", "torch.Tensor", "list"]),
+        "input-list": c(lambda d: [1.0], Wt, words=["input", "Tensor", "list"]),
+        "weight-numpy": c(X, lambda d: _t(4, 3, 3, 3).numpy(), words=["weight", "Tensor", "ndarray"]),
+        "bias-float": c(X, Wt, bias=lambda d: 1.0, words=["bias", "Tensor", "float"]),
+        "residual-list": c(X, Wt, res=lambda d: [0.0], words=["residual", "Tensor", "list"]),
         # mixed dtypes
         "weight-f16": c(X, lambda d: _t(4, 3, 3, 3, dtype=torch.float16, device=d),
                         words=["weight", "float16", "float32"]),
@@ -236,9 +113,9 @@ def _conv_matrix():
                                       words=["input", "floating-point", "int64"]),
         "float-input-int-weight": c(lambda d: _t(2, 3, 8, 8, device=d).requires_grad_(),
                                     lambda d: torch.ones(4, 3, 3, 3, dtype=torch.int32, device=d),
-                                    words=["weight", "floating-point", "int32"]),
+                                    words=["weight", "dtype", "int32", "does not match"]),
         "same-int-weight": c(X, lambda d: torch.ones(4, 3, 3, 3, dtype=torch.int64, device=d),
-                             words=["weight", "floating-point", "int64"], padding="same"),
+                             words=["weight", "dtype", "int64", "does not match"], padding="same"),
     }
     for dt in ints:
         name = str(dt).replace("torch.", "")
@@ -288,59 +165,60 @@ def _other_matrix():
     X = lambda d: _t(2, 3, 8, 8, device=d)  # noqa: E731
     W11 = lambda d: _t(4, 3, device=d)  # noqa: E731
     return {
-        "pool-input-2d": pool(lambda d: _t(8, 8, device=d), 2, words=["input", "4-d", "(8, 8)"]),
-        "pool-input-5d": pool(lambda d: _t(1, 2, 3, 8, 8, device=d), 2, words=["input", "4-d", "(1, 2, 3, 8, 8)"]),
-        "pool-input-0d": pool(lambda d: torch.tensor(1.0, device=d), 1, words=["input", "4-d", "()"]),
-        "pool-height-0": pool(lambda d: _t(2, 3, 0, 4, device=d), 1, words=["positive", "(2, 3, 0, 4)"]),
-        "pool-width-0": pool(lambda d: _t(2, 3, 4, 0, device=d), 1, words=["positive", "(2, 3, 4, 0)"]),
+        "pool-input-2d": pool(lambda d: _t(8, 8, device=d), 2, words=["input", "4-d", "[8, 8]"]),
+        "pool-input-5d": pool(lambda d: _t(1, 2, 3, 8, 8, device=d), 2, words=["input", "4-d", "[1, 2, 3, 8, 8]"]),
+        "pool-input-0d": pool(lambda d: torch.tensor(1.0, device=d), 1, words=["input", "4-d", "[]"]),
+        "pool-height-0": pool(lambda d: _t(2, 3, 0, 4, device=d), 1, words=["positive", "[2, 3, 0, 4]"]),
+        "pool-width-0": pool(lambda d: _t(2, 3, 4, 0, device=d), 1, words=["positive", "[2, 3, 4, 0]"]),
         "pool-kernel-float": pool(X, 2.0, words=["kernel_size", "2.0"]),
         "pool-kernel-str": pool(X, "2", words=["kernel_size", "'2'"]),
         "pool-kernel-none": pool(X, None, words=["kernel_size", "None"]),
-        "pool-kernel-negative": pool(X, (2, -1), words=["kernel_size", ">= 1", "(2, -1)"]),
+        "pool-kernel-negative": pool(X, (2, -1), words=["kernel_size", ">= 1", "[2, -1]"]),
         "pool-kernel-triple": pool(X, (2, 2, 2), words=["kernel_size", "(2, 2, 2)"]),
         "pool-stride-negative": pool(X, 2, -2, words=["stride", ">= 1"]),
         "pool-dilation-negative": pool(X, 2, 2, 0, -1, words=["dilation", ">= 1"]),
-        "pool-padding-over-half": pool(X, (3, 2), 1, (1, 2), words=["padding", "half the kernel", "(1, 2)", "(3, 2)"]),
+        "pool-padding-over-half": pool(X, (3, 2), 1, (1, 2), words=["padding", "half the kernel", "[1, 2]", "[3, 2]"]),
         "pool-dilated-too-large": pool(lambda d: _t(1, 1, 4, 4, device=d), 3, 1, 0, 2,
-                                       words=["output size is too small", "(1, 1, 4, 4)"]),
+                                       words=["output size is too small", "[1, 1, 4, 4]"]),
         "pool-bool": pool(lambda d: torch.ones(1, 1, 4, 4, dtype=torch.bool, device=d), 2,
                           words=["floating-point", "bool"]),
         "pool-complex": pool(lambda d: _t(1, 1, 4, 4, device=d).to(torch.complex64), 2,
                              words=["floating-point", "complex64"]),
         "pool-uint8": pool(lambda d: torch.ones(1, 1, 4, 4, dtype=torch.uint8, device=d), 2,
                            words=["floating-point", "uint8"]),
-        "pool-list": pool(lambda d: [[1.0]], 2, words=["input", "torch.Tensor", "list"]),
-        "c11-weight-3d": c11(X, lambda d: _t(4, 3, 1, device=d), words=["weight", "[C_out, C_in, 1, 1]", "(4, 3, 1)"]),
-        "c11-weight-1x2": c11(X, lambda d: _t(4, 3, 1, 2, device=d), words=["weight", "(4, 3, 1, 2)"]),
+        "pool-list": pool(lambda d: [[1.0]], 2, words=["input", "Tensor", "list"]),
+        "c11-weight-3d": c11(X, lambda d: _t(4, 3, 1, device=d), words=["weight", "[C_out, C_in, 1, 1]", "[4, 3, 1]"]),
+        "c11-weight-1x2": c11(X, lambda d: _t(4, 3, 1, 2, device=d), words=["weight", "[4, 3, 1, 2]"]),
         "c11-channels": c11(X, lambda d: _t(4, 5, device=d), words=["input channels", "5", "input has 3"]),
-        "c11-stride-0": c11(X, W11, words=["stride", ">= 1", "(0, 0)"], stride=0),
+        "c11-stride-0": c11(X, W11, words=["stride", ">= 1", "[0, 0]"], stride=0),
         "c11-stride-triple": c11(X, W11, words=["stride", "(1, 1, 1)"], stride=(1, 1, 1)),
         "c11-int": c11(lambda d: torch.ones(2, 3, 8, 8, dtype=torch.int64, device=d),
                        lambda d: torch.ones(4, 3, dtype=torch.int64, device=d), words=["floating-point", "int64"]),
         "c11-weight-f64": c11(X, lambda d: _t(4, 3, dtype=torch.float64, device=d), words=["weight", "float64"]),
-        "c11-bias-shape": c11(X, W11, bias=lambda d: _t(3, device=d), words=["bias", "(4,)", "(3,)"]),
+        "c11-bias-shape": c11(X, W11, bias=lambda d: _t(3, device=d), words=["bias", "[4]", "[3]"]),
         "c11-bias-meta": c11(X, W11, bias=lambda d: _t(4, device="meta"), words=["bias", "meta"]),
         "c11-residual-shape": c11(X, W11, res=lambda d: _t(2, 4, 8, 8, device=d), stride=2,
-                                  words=["residual", "(2, 4, 4, 4)", "(2, 4, 8, 8)"]),
-        "c11-weight-list": c11(X, lambda d: [[1.0]], words=["weight", "torch.Tensor", "list"]),
+                                  words=["residual", "[2, 4, 4, 4]", "[2, 4, 8, 8]"]),
+        "c11-weight-list": c11(X, lambda d: [[1.0]], words=["weight", "Tensor", "list"]),
         "c11-input-5d": c11(lambda d: _t(1, 2, 3, 8, 8, device=d), W11, words=["input", "4-d"]),
         "add-broadcast": add(lambda d: _t(2, 3, 4, device=d), lambda d: _t(2, 4, 4, device=d),
-                             words=["cannot be broadcast", "(2, 3, 4)", "(2, 4, 4)"]),
+                             words=["cannot be broadcast", "[2, 3, 4]", "[2, 4, 4]"]),
         "add-broadcast-rank": add(lambda d: _t(5, device=d), lambda d: _t(2, 3, 4, device=d),
-                                  words=["cannot be broadcast", "(5,)", "(2, 3, 4)"]),
+                                  words=["cannot be broadcast", "[5]", "[2, 3, 4]"]),
         "add-zero-vs-two": add(lambda d: _t(0, 3, device=d), lambda d: _t(2, 3, device=d),
-                               words=["cannot be broadcast", "(0, 3)", "(2, 3)"]),
+                               words=["cannot be broadcast", "[0, 3]", "[2, 3]"]),
         "add-int": add(lambda d: torch.ones(3, dtype=torch.int32, device=d),
                        lambda d: torch.ones(3, dtype=torch.int32, device=d), words=["floating-point", "int32"]),
         "add-float-int": add(lambda d: _t(3, device=d), lambda d: torch.ones(3, dtype=torch.int64, device=d),
-                             words=["other", "floating-point", "int64"]),
+                             words=["other", "dtype", "int64", "does not match"]),
         "add-bool": add(lambda d: torch.ones(3, dtype=torch.bool, device=d),
                         lambda d: torch.ones(3, dtype=torch.bool, device=d), words=["floating-point", "bool"]),
         "add-bf16-f16": add(lambda d: _t(3, dtype=torch.bfloat16, device=d), lambda d: _t(3, dtype=torch.float16,
                                                                                           device=d),
                             words=["other", "float16", "bfloat16"]),
-        "add-scalar": add(lambda d: _t(3, device=d), lambda d: 1.0, words=["other", "torch.Tensor", "float"]),
-        "add-none": add(lambda d: None, lambda d: _t(3, device=d), words=["input", "torch.Tensor", "NoneType"]),
+        # a Python number is a convenience of the Python API (tests/test_usability.py); other objects are not
+        "add-string": add(lambda d: _t(3, device=d), lambda d: "1.0", words=["other", "Tensor", "str"]),
+        "add-none": add(lambda d: None, lambda d: _t(3, device=d), words=["input", "Tensor", "NoneType"]),
         "add-meta": add(lambda d: _t(3, device=d), lambda d: _t(3, device="meta"), words=["other", "meta"]),
     }
 

@@ -1,4 +1,4 @@
-"""fastcnn.models against plain-PyTorch networks of the same layout (bench/reference_models.py, written
+"""fastcnn.models against plain-PyTorch networks of the same layout (fastcnn/testing/reference_models.py, written
 as torchvision writes its models) with the same weights: state_dict keys and shapes, forward and every
 gradient in eval and train mode (float64 tight, float32 within TOL), running statistics, checkpoint
 round trips, the folded-BN cache, torch.compile(fullgraph=True).
@@ -18,11 +18,14 @@ import torch
 import torch.nn as nn
 
 import fastcnn
-from fastcnn.bench.reference_models import plain_model
+from fastcnn.testing.reference_models import plain_model
 from conftest import BACKEND_DEVICES, TOL, assert_close, rel_err
 
 RESNETS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 DEEP = ("resnet101", "resnet152")  # ResNet-50's blocks, more of them: the costliest cases are slow
+# Networks whose code another one of the list already runs (ResNet-34: ResNet-18's BasicBlock; the
+# deep ones: ResNet-50's Bottleneck), for the structural tests below: with --runslow only.
+REPEATS = ("resnet34", *DEEP)
 NAMES = ["lenet5", "alexnet", "googlenet", *RESNETS]
 # input shape (batch 2) and constructor arguments per network; ResNets train on 48x48 (see above)
 INPUT = {"lenet5": (2, 1, 28, 28), "alexnet": (2, 3, 64, 64), "googlenet": (2, 3, 32, 32),
@@ -34,14 +37,7 @@ KWARGS = {"lenet5": {}, "alexnet": {"num_classes": 10}, "googlenet": {"num_class
 DEVICES = [p for p in BACKEND_DEVICES if p.id != "triton-interp"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The networks' tensors are small: one thread is as fast and immune to oversubscription on a
-    # shared machine (a parallel region waits for every thread).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("_one_thread")  # conftest: small tensors, one thread
 
 
 def randomize_bn(model: nn.Module, seed: int = 0) -> None:
@@ -353,10 +349,11 @@ def test_lenet5_ablation(activation, pooling):
 # checkpoints and the folded-BN cache
 # ------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if n in REPEATS else []) for n in NAMES])
 def test_checkpoint_round_trip(name, tmp_path):
     """plain -> fastcnn -> plain with strict=True, values exact (through a checkpoint file for the
-    smaller networks; the state_dict itself for the 100M+-byte ones)."""
+    smaller networks; the state_dict itself for the 100M+-byte ones). REPEATS with --runslow;
+    test_state_dict_keys_and_shapes checks every network's names by default."""
     torch.manual_seed(0)
     ref = randomize_bn(plain_model(name, **KWARGS[name]))
     state = ref.state_dict()
@@ -433,11 +430,11 @@ def test_fold_cache_is_used_and_refreshed():
 # torch.compile
 # ------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if n in DEEP else []) for n in NAMES])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if n in REPEATS else []) for n in NAMES])
 def test_compile_fullgraph_aot_eager(name):
     """fullgraph=True (no graph break) through AOTAutograd (fake kernels, functionalisation); eval
-    forward on every network (ResNet-101/152, whose blocks ResNet-50 covers, with --runslow), train
-    forward and backward on two."""
+    forward on every network (ResNet-34 and ResNet-101/152, whose blocks ResNet-18 and ResNet-50
+    cover, with --runslow), train forward and backward on two."""
     torch._dynamo.reset()
     ref, fm = pair(name, torch.float32)
     x = torch.randn(INPUT[name])

@@ -18,13 +18,7 @@ from conftest import TOL, assert_close
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small tensors: one thread is as fast and immune to oversubscription on a shared machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("_one_thread")  # conftest: small tensors, one thread
 
 
 def grads(fn, inputs, seed=7):

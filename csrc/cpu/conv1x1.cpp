@@ -1,6 +1,6 @@
-// fastcnn::conv1x1 on the CPU: the bottleneck 1x1 convolution as a GEMM over (N*H*W, C) with the
-// fused bias/residual/ReLU epilogue. Stride 1 multiplies the input in place (no im2col); stride 2
-// (ResNet downsampling) gathers the strided rows first.
+// fastcnn::_cpu_conv1x1: the bottleneck 1x1 convolution as a GEMM over (N*H*W, C) with the fused
+// bias/residual/ReLU epilogue. Stride 1 multiplies the input in place (no im2col); stride 2
+// (ResNet downsampling) gathers the strided rows first. Arguments arrive validated (ops.cpp).
 #include <torch/library.h>
 
 #include "backend.h"
@@ -10,20 +10,9 @@
 namespace fastcnn::cpu {
 namespace {
 
-ConvGeom check_conv1x1(const char* op, const at::Tensor& input, const at::Tensor& weight,
-                       const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual,
-                       at::IntArrayRef stride) {
-  TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(2) == 1 && weight.size(3) == 1, op,
-                    ": weight must be [C_out, C_in, 1, 1], got shape ", weight.sizes());
-  const int64_t zero[2] = {0, 0}, one[2] = {1, 1};
-  return check_conv2d(op, input, weight, bias, residual, stride, zero, one, 1);
-}
-
 at::Tensor conv1x1(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                    const std::optional<at::Tensor>& residual, at::IntArrayRef stride, c10::string_view activation) {
-  if (use_triton("conv1x1", input.device(), false))
-    return call_triton<decltype(conv1x1)>("conv1x1", input, weight, bias, residual, stride, activation);
-  const Activation act = parse_activation(activation);
+  const Activation act = parse_activation("conv1x1", activation);
   const ConvGeom g = check_conv1x1("conv1x1", input, weight, bias, residual, stride);
   return conv_forward_op(input, weight, bias, residual, g, act);
 }
@@ -32,21 +21,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv1x1_backward(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
     const std::optional<at::Tensor>& output, at::IntArrayRef stride, c10::string_view activation,
     std::array<bool, 4> output_mask) {
-  if (use_triton("conv1x1_backward", input.device(), false))
-    return call_triton<decltype(conv1x1_backward)>("conv1x1_backward", grad_output, input, weight, output, stride,
-                                                   activation, output_mask);
-  const Activation act = parse_activation(activation);
+  const Activation act = parse_activation("conv1x1_backward", activation);
   const ConvGeom g = check_conv1x1("conv1x1_backward", input, weight, std::nullopt, std::nullopt, stride);
-  check_conv_backward("conv1x1_backward", input, grad_output, output, g, act);
-  return conv_backward_op(grad_output, input, weight, output, g, act,
-                          output_mask);
+  return conv_backward_op(grad_output, input, weight, output, g, act, output_mask);
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastcnn, CPU, m) {
-  m.impl("conv1x1", &conv1x1);
-  m.impl("_conv1x1_backward", &conv1x1_backward);
+  m.impl(FASTCNN_IMPL_OP("cpu", "conv1x1"), &conv1x1);
+  m.impl(FASTCNN_IMPL_OP("cpu", "conv1x1_backward"), &conv1x1_backward);
 }
 
 }  // namespace fastcnn::cpu

@@ -1,4 +1,4 @@
-// fastcnn::max_pool2d on the CPU, forward and backward, NCHW and channels_last.
+// fastcnn::_cpu_max_pool2d, forward and backward, NCHW and channels_last (arguments arrive validated).
 //
 // Semantics follow PyTorch exactly: a window's first maximum wins ties; NaN propagates (the value
 // is NaN and the index the last NaN seen, as ATen's `val > max || isnan(val)`); indices are flat
@@ -203,9 +203,6 @@ bool is_reduced(at::ScalarType t) { return t == at::kHalf || t == at::kBFloat16;
 std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size,
                                               at::IntArrayRef stride, at::IntArrayRef padding,
                                               at::IntArrayRef dilation, bool ceil_mode, bool with_indices) {
-  if (use_triton("max_pool2d", input.device(), false))
-    return call_triton<decltype(max_pool2d)>("max_pool2d", input, kernel_size, stride, padding, dilation, ceil_mode,
-                                             with_indices);
   const PoolGeom g = check_max_pool2d("max_pool2d", input, kernel_size, stride, padding, dilation, ceil_mode);
   const auto fmt = input.suggest_memory_format();
   const auto dtype = input.scalar_type();
@@ -229,21 +226,9 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntAr
 at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& indices,
                                at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
                                at::IntArrayRef dilation, bool ceil_mode) {
-  if (use_triton("max_pool2d_backward", input.device(), false))
-    return call_triton<decltype(max_pool2d_backward)>("max_pool2d_backward", grad_output, input, indices,
-                                                      kernel_size, stride, padding, dilation, ceil_mode);
-  const PoolGeom g =
-      check_max_pool2d("max_pool2d_backward", input, kernel_size, stride, padding, dilation, ceil_mode);
-  const std::vector<int64_t> out_shape{g.N, g.C, g.P, g.Q};
-  TORCH_CHECK_VALUE(grad_output.sizes() == at::IntArrayRef(out_shape), "max_pool2d_backward: grad_output must have "
-                    "shape ", at::IntArrayRef(out_shape), ", got ", grad_output.sizes());
+  const PoolGeom g = check_max_pool2d_backward("max_pool2d_backward", grad_output, input, indices, kernel_size,
+                                               stride, padding, dilation, ceil_mode);
   const bool have_idx = indices.numel() > 0;
-  TORCH_CHECK_VALUE(!have_idx || (indices.sizes() == at::IntArrayRef(out_shape) && indices.scalar_type() == at::kLong),
-                    "max_pool2d_backward: indices must be int64 with shape ", at::IntArrayRef(out_shape), ", got ",
-                    indices.scalar_type(), " ", indices.sizes());
-  check_same("max_pool2d_backward", input, "input", grad_output, "grad_output");
-  TORCH_CHECK_VALUE(!have_idx || indices.device() == input.device(), "max_pool2d_backward: indices is on ",
-                    indices.device(), " but input is on ", input.device());
   const auto fmt = input.suggest_memory_format();
   const auto dtype = input.scalar_type();
   const auto cdt = is_reduced(dtype) ? at::kFloat : dtype;
@@ -268,8 +253,8 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastcnn, CPU, m) {
-  m.impl("max_pool2d", &max_pool2d);
-  m.impl("_max_pool2d_backward", &max_pool2d_backward);
+  m.impl(FASTCNN_IMPL_OP("cpu", "max_pool2d"), &max_pool2d);
+  m.impl(FASTCNN_IMPL_OP("cpu", "max_pool2d_backward"), &max_pool2d_backward);
 }
 
 }  // namespace fastcnn::cpu

@@ -1,4 +1,4 @@
-// fastcnn::add_relu on CUDA: relu(input + other) in one pass (broadcasting and output layout as
+// fastcnn::_cuda_add_relu (and _cudasim_add_relu): relu(input + other) in one pass (broadcasting and output layout as
 // torch.add, through at::TensorIterator), and its backward. Kernels in add_relu_kernel.cu.
 #include <ATen/ATen.h>
 #include <ATen/TensorIterator.h>
@@ -8,27 +8,11 @@
 #include "backend.h"
 #include "checks.h"
 #include "cuda/add_relu_kernel.cuh"
-#include "cuda/launch_utils.h"
+#include "cuda/aten_utils.h"
 
 namespace fastcnn {
 namespace cuda {
 namespace {
-
-void check_pair_tensors(const char* op, const at::Tensor& a, const char* an, const at::Tensor& b, const char* bn) {
-  TORCH_CHECK_VALUE(is_float_type(a.scalar_type()), op, ": ", an, " must be a floating-point tensor, got ",
-                    a.scalar_type());
-  check_same(op, a, an, b, bn);
-}
-
-void check_broadcast(const char* op, const at::Tensor& a, const at::Tensor& b) {
-  const int64_t nd = std::max(a.dim(), b.dim());
-  for (int64_t i = 0; i < nd; ++i) {
-    const int64_t sa = i < a.dim() ? a.size(a.dim() - 1 - i) : 1;
-    const int64_t sb = i < b.dim() ? b.size(b.dim() - 1 - i) : 1;
-    TORCH_CHECK_VALUE(sa == sb || sa == 1 || sb == 1, op, ": shapes ", a.sizes(), " (input) and ", b.sizes(),
-                      " (other) cannot be broadcast together");
-  }
-}
 
 // Runs the kernel over iter's operands (output 0, inputs 1 and 2). An iterator with more
 // dimensions than the kernel takes (rare broadcast patterns) is computed on dense copies.
@@ -57,10 +41,6 @@ void run(at::TensorIterator& iter, const at::Tensor& a, const at::Tensor& b, Lau
 }
 
 at::Tensor add_relu(const at::Tensor& input, const at::Tensor& other) {
-  if (use_triton("add_relu", input.device(), /*native_is_cuda=*/true))
-    return call_triton<decltype(add_relu)>("add_relu", input, other);
-  check_pair_tensors("add_relu", input, "input", other, "other");
-  check_broadcast("add_relu", input, other);
   check_cuda("add_relu", input, "input");
   c10::cuda::CUDAGuard guard(input.device());
   at::Tensor out;
@@ -75,11 +55,6 @@ at::Tensor add_relu(const at::Tensor& input, const at::Tensor& other) {
 }
 
 at::Tensor add_relu_backward(const at::Tensor& grad_output, const at::Tensor& output) {
-  if (use_triton("add_relu_backward", output.device(), /*native_is_cuda=*/true))
-    return call_triton<decltype(add_relu_backward)>("add_relu_backward", grad_output, output);
-  check_pair_tensors("add_relu_backward", output, "output", grad_output, "grad_output");
-  TORCH_CHECK_VALUE(grad_output.sizes() == output.sizes(), "add_relu_backward: grad_output shape ",
-                    grad_output.sizes(), " must match output shape ", output.sizes());
   check_cuda("add_relu_backward", output, "output");
   c10::cuda::CUDAGuard guard(output.device());
   at::Tensor gi;
@@ -96,9 +71,9 @@ at::Tensor add_relu_backward(const at::Tensor& grad_output, const at::Tensor& ou
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastcnn, CUDA, m) {
-  m.impl("add_relu", &add_relu);
-  m.impl("_add_relu_backward", &add_relu_backward);
+FASTCNN_CUDA_LIBRARY_IMPL(m) {
+  m.impl(FASTCNN_CUDA_OP("add_relu"), &add_relu);
+  m.impl(FASTCNN_CUDA_OP("add_relu_backward"), &add_relu_backward);
 }
 
 }  // namespace cuda

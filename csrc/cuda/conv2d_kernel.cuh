@@ -1,6 +1,6 @@
 // Interface of the CUDA convolution kernels (conv2d and conv1x1): parameter structs of raw
 // pointers, sizes and element strides, and the host launch functions. Torch-free: included by the
-// kernels (conv2d_kernel.cu, conv1x1_kernel.cu) and by the torch-aware launchers (conv_launch.cpp).
+// kernels (conv2d_kernel.cu, conv1x1_kernel.cu) and by the torch-aware launchers (conv_engine.cpp).
 // The 1x1 specialisations are declared in conv1x1_kernel.cuh.
 //
 // Every pass is an implicit GEMM on tensor cores (fp16/bf16 with fp32 accumulation; fp32 as TF32
@@ -11,7 +11,7 @@
 //           on taps that a strided convolution skips);
 //   wgrad : rows = output channels, cols = taps x input channels, K = pixels; split-K over pixels
 //           into an fp32 (fp64) workspace, reduced in a fixed order (deterministic).
-// See igemm.cuh for tiles, pipeline and invariants.
+// See igemm.cuh (and the pass headers it includes) for tiles, pipelines and invariants.
 #pragma once
 
 #include "cuda/common.cuh"

@@ -1,4 +1,5 @@
-// fastcnn::max_pool2d on CUDA, forward and backward (kernels in max_pool2d_kernel.cu).
+// fastcnn::_cuda_max_pool2d (and _cudasim_max_pool2d), forward and backward (kernels in
+// max_pool2d_kernel.cu). Arguments arrive validated (ops.cpp).
 // Operands are made dense in input.suggest_memory_format() (NCHW or channels_last), as the CPU
 // kernel does; outputs and indices are allocated in that format.
 #include <ATen/ATen.h>
@@ -7,7 +8,7 @@
 
 #include "backend.h"
 #include "checks.h"
-#include "cuda/launch_utils.h"
+#include "cuda/aten_utils.h"
 #include "cuda/max_pool2d_kernel.cuh"
 
 namespace fastcnn {
@@ -36,9 +37,6 @@ void run_forward(const at::Tensor& x, const PoolGeom& g, at::MemoryFormat fmt, a
 std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size,
                                               at::IntArrayRef stride, at::IntArrayRef padding,
                                               at::IntArrayRef dilation, bool ceil_mode, bool with_indices) {
-  if (use_triton("max_pool2d", input.device(), /*native_is_cuda=*/true))
-    return call_triton<decltype(max_pool2d)>("max_pool2d", input, kernel_size, stride, padding, dilation, ceil_mode,
-                                             with_indices);
   const PoolGeom g = check_max_pool2d("max_pool2d", input, kernel_size, stride, padding, dilation, ceil_mode);
   check_cuda("max_pool2d", input, "input");
   c10::cuda::CUDAGuard guard(input.device());
@@ -54,22 +52,10 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntAr
 at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& indices,
                                at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
                                at::IntArrayRef dilation, bool ceil_mode) {
-  if (use_triton("max_pool2d_backward", input.device(), /*native_is_cuda=*/true))
-    return call_triton<decltype(max_pool2d_backward)>("max_pool2d_backward", grad_output, input, indices,
-                                                      kernel_size, stride, padding, dilation, ceil_mode);
-  const PoolGeom g =
-      check_max_pool2d("max_pool2d_backward", input, kernel_size, stride, padding, dilation, ceil_mode);
-  const std::vector<int64_t> out_shape{g.N, g.C, g.P, g.Q};
-  TORCH_CHECK_VALUE(grad_output.sizes() == at::IntArrayRef(out_shape), "max_pool2d_backward: grad_output must have "
-                    "shape ", at::IntArrayRef(out_shape), ", got ", grad_output.sizes());
+  const PoolGeom g = check_max_pool2d_backward("max_pool2d_backward", grad_output, input, indices, kernel_size,
+                                               stride, padding, dilation, ceil_mode);
   const bool have_idx = indices.numel() > 0;
-  TORCH_CHECK_VALUE(!have_idx || (indices.sizes() == at::IntArrayRef(out_shape) && indices.scalar_type() == at::kLong),
-                    "max_pool2d_backward: indices must be int64 with shape ", at::IntArrayRef(out_shape), ", got ",
-                    indices.scalar_type(), " ", indices.sizes());
   check_cuda("max_pool2d_backward", input, "input");
-  check_same("max_pool2d_backward", input, "input", grad_output, "grad_output");
-  TORCH_CHECK_VALUE(!have_idx || indices.device() == input.device(), "max_pool2d_backward: indices is on ",
-                    indices.device(), " but input is on ", input.device());
   c10::cuda::CUDAGuard guard(input.device());
   const auto fmt = input.suggest_memory_format();
   at::Tensor gi = new_output(input.sizes(), input.options().memory_format(fmt));
@@ -100,9 +86,9 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastcnn, CUDA, m) {
-  m.impl("max_pool2d", &max_pool2d);
-  m.impl("_max_pool2d_backward", &max_pool2d_backward);
+FASTCNN_CUDA_LIBRARY_IMPL(m) {
+  m.impl(FASTCNN_CUDA_OP("max_pool2d"), &max_pool2d);
+  m.impl(FASTCNN_CUDA_OP("max_pool2d_backward"), &max_pool2d_backward);
 }
 
 }  // namespace cuda

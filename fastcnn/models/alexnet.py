@@ -41,7 +41,14 @@ class AlexNet(nn.Module):
             nn.Linear(4096, num_classes),
         )
 
+    # The smallest input whose feature maps survive the three 3x3/2 max-pools (62x62 leaves a 2x2 map
+    # for the last one).
+    MIN_SIZE = 63
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.fx.Proxy) and x.dim() in (3, 4) and min(x.shape[-2:]) < self.MIN_SIZE:
+            raise ValueError(f"alexnet needs inputs of at least {self.MIN_SIZE}x{self.MIN_SIZE} (the last max-pool's "
+                             f"window must fit), got shape {list(x.shape)}")
         x = self.features(x)
         x = self.avgpool(x)
         x = torch.flatten(x, 1)

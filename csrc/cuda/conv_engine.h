@@ -1,6 +1,7 @@
-// Torch-aware drivers of the CUDA convolution kernels, shared by the conv2d and conv1x1 entry
-// points: operand layout, weight packing, allocation (fastcnn::new_output), parameter structs,
-// stream and device guard. The caller has routed (use_triton) and checked the arguments.
+// The CUDA conv engine: torch-aware drivers of the CUDA convolution kernels, shared by the conv2d
+// and conv1x1 entry points (the CUDA twin of csrc/cpu/conv_engine.h): operand layout, weight
+// packing, allocation (fastcnn::new_output), parameter structs, stream and device guard. The
+// arguments arrive validated (checks.h, once per call, before any backend runs).
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -1,28 +1,18 @@
-"""Self-check: every fused op, forward and backward, against PyTorch in float64 on every backend and
-device this installation can run. Prints a table of errors with PASS/FAIL (``python -m fastcnn check``).
+"""The installation's self-check (``python -m fastcnn check``, step 1 of the demo): every fused op,
+forward and backward, against PyTorch in float64 on every (backend, device) target this installation
+can run (``fastcnn.testing.targets()``), with the test suite's tolerances and error measure. Prints
+a table of errors with PASS/FAIL. (``fastcnn._checks`` is something else: the argument validation.)
 """
 
 from __future__ import annotations
-
-import os
 
 import torch
 import torch.nn.functional as F
 
 from . import _backend
 from . import functional as FF
-
-# Relative-norm error bounds per dtype (as in tests/conftest.py).
-TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
-
-
-def _rel(out, ref):
-    out, ref = out.detach().double().cpu(), ref.detach().double().cpu()
-    if not torch.isfinite(out).all():
-        return float("inf"), float("inf")
-    d = (out - ref)
-    scale = ref.norm().item()
-    return d.abs().max().item(), (d.norm().item() / scale if scale else d.norm().item())
+from ._console import format_table
+from .testing import TOL, max_abs_err, rel_err, targets
 
 
 def _cases(device, dtype, gen):
@@ -48,23 +38,10 @@ def _cases(device, dtype, gen):
     ]
 
 
-def targets():
-    """(backend, device) pairs this installation can run."""
-    out = [("cpu", "cpu")]
-    avail = _backend.available_backends()
-    if "triton" in avail and os.environ.get("TRITON_INTERPRET") == "1":
-        out.append(("triton", "cpu"))
-    if torch.cuda.is_available():
-        if "cuda" in avail:
-            out.append(("cuda", "cuda"))
-        if "triton" in avail:
-            out.append(("triton", "cuda"))
-    return out
-
-
 def run(dtypes=None, echo=print) -> list[dict]:
     rows = []
-    for backend, device in targets():
+    for target in targets():
+        backend, device = target.backend, target.device
         dts = dtypes or ([torch.float32, torch.float64] if device == "cpu" else [torch.float32, torch.bfloat16])
         for dtype in dts:
             gen = torch.Generator().manual_seed(0)
@@ -77,8 +54,8 @@ def run(dtypes=None, echo=print) -> list[dict]:
                     gy = torch.randn(out.shape, generator=gen).to(device=device, dtype=dtype)
                     grads = torch.autograd.grad(out, leaves, gy)
                 ref_grads = torch.autograd.grad(ref, refs, gy.double().cpu())
-                fwd_abs, fwd_rel = _rel(out, ref)
-                g_rel = max(_rel(g, rg)[1] for g, rg in zip(grads, ref_grads))
+                fwd_abs, fwd_rel = max_abs_err(out, ref), rel_err(out, ref)
+                g_rel = max(rel_err(g, rg) for g, rg in zip(grads, ref_grads))
                 ok = fwd_rel <= TOL[dtype] and g_rel <= TOL[dtype]
                 rows.append({"op": name, "backend": backend, "device": device, "dtype": str(dtype).replace("torch.", ""),
                              "fwd max abs err": fwd_abs, "fwd rel err": fwd_rel, "grad rel err": g_rel,
@@ -86,14 +63,12 @@ def run(dtypes=None, echo=print) -> list[dict]:
     return rows
 
 
-def print_table(rows, echo=print):
-    cols = ["op", "backend", "device", "dtype", "fwd max abs err", "fwd rel err", "grad rel err", "result"]
-    fmt = lambda v: f"{v:.2e}" if isinstance(v, float) else str(v)  # noqa: E731
-    widths = [max(len(c), *(len(fmt(r[c])) for r in rows)) for c in cols]
-    echo("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
-    echo("  ".join("-" * w for w in widths))
-    for r in rows:
-        echo("  ".join(fmt(r[c]).ljust(w) for c, w in zip(cols, widths)))
+COLUMNS = ["op", "backend", "device", "dtype", "fwd max abs err", "fwd rel err", "grad rel err", "result"]
+
+
+def print_table(rows, echo=print) -> bool:
+    """The table and a PASS count; True when every row passed."""
+    echo(format_table(rows, COLUMNS, default=lambda v: f"{v:.2e}" if isinstance(v, float) else str(v)))
     n_fail = sum(r["result"] != "PASS" for r in rows)
     echo(f"{len(rows) - n_fail}/{len(rows)} PASS" + (f", {n_fail} FAIL" if n_fail else ""))
     return n_fail == 0

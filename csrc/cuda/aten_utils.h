@@ -1,6 +1,6 @@
-// Helpers shared by the torch-aware CUDA launchers (csrc/cuda/*.cpp, compiled by the host
-// compiler against the CUDA headers): ATen scalar type -> CUDA type, strides, device facts, and
-// the EwParams of an at::TensorIterator.
+// The ATen side of the CUDA launchers (csrc/cuda/*.cpp, compiled by the host compiler against the
+// CUDA headers): ATen scalar type -> CUDA type dispatch, tensor strides, device facts (stream, SM
+// count), the device check, and at::TensorIterator -> EwParams.
 //
 // Only c10-level CUDA headers are used (stream, guard, launch check): ATen/cuda/CUDAContext.h
 // pulls in cuBLAS/cuSPARSE/cuSOLVER headers, which a CUDA toolkit without those libraries (this

@@ -1,5 +1,6 @@
 """Plain-PyTorch networks with the layout and parameter names of ``fastcnn.models``: the reference
-of the model tests and the baseline of ``bench_models``.
+of the model and fuse tests, the baseline of ``bench_models`` and of the demo's timing
+(``fastcnn.testing.reference_models``: the installed package needs it, so it lives here, not in bench/).
 
 AlexNet, GoogLeNet and ResNet are written as torchvision writes them (``torchvision.models``: same
 modules, same names, same forward: ``nn.Conv2d`` -> ``nn.BatchNorm2d`` -> ReLU, ``out += identity``,

@@ -1,0 +1,121 @@
+// Shared by the implicit-GEMM conv passes (igemm_fprop.cuh, igemm_wgrad.cuh): the tile
+// configurations of both passes, and host helpers also used by the grad_bias reduction
+// (conv2d_kernel.cu): the 16-byte operand test, batch chunks below 2^31 GEMM rows, pointer
+// offsets. Torch-free.
+#pragma once
+
+#include <cstdint>
+
+#include "cuda/common.cuh"
+
+namespace fastcnn {
+namespace cuda {
+namespace igemm {
+
+// ------------------------------------------------------------------------------------------------
+// Configurations
+// ------------------------------------------------------------------------------------------------
+template <int BM_, int BN_, int WM_, int WN_, int STAGES_, int MIN_BLOCKS_ = 1>
+struct TcCfg {
+  static constexpr bool kTensorCore = true;
+  static constexpr int BM = BM_, BN = BN_, WM = WM_, WN = WN_, STAGES = STAGES_;
+  static constexpr int WARPS_M = BM / WM, WARPS_N = BN / WN;
+  static constexpr int THREADS = 32 * WARPS_M * WARPS_N;
+  static constexpr int MIN_BLOCKS = MIN_BLOCKS_;  // register cap 65536 / (THREADS * MIN_BLOCKS)
+  static constexpr int MI = WM / 16, NI = WN / 8;
+  static_assert(BM % WM == 0 && BN % WN == 0 && WM % 16 == 0 && WN % 16 == 0, "warp tiling");
+};
+
+template <int BM_, int BN_, int TM_, int TN_, int STAGES_, int MIN_BLOCKS_ = 1>
+struct SimtCfg {
+  static constexpr bool kTensorCore = false;
+  static constexpr int BM = BM_, BN = BN_, TM = TM_, TN = TN_, STAGES = STAGES_;
+  static constexpr int THREADS_M = BM / TM, THREADS_N = BN / TN;
+  static constexpr int THREADS = THREADS_M * THREADS_N;
+  static constexpr int MIN_BLOCKS = MIN_BLOCKS_;  // register cap 65536 / (THREADS * MIN_BLOCKS)
+  // Warps are 4 (M) x 8 (N) threads: at a fixed k a warp reads 4 distinct A rows and 8 distinct B
+  // rows, each group inside one aligned 8-row block -> distinct banks under either swizzle.
+  static_assert(THREADS_M % 4 == 0 && THREADS_N % 8 == 0, "SIMT thread tiling");
+};
+
+// Tensor-core tiles for fprop/dgrad. 128x128 with 8 warps of 64x32: 64 fp32 accumulators per
+// thread, 2 CTAs/SM (~100 KB shared with the ReLU-mask stages; registers capped at 128 -- the 1x1
+// variant took 154 uncapped, i.e. 1 CTA/SM, and fits 125 capped without spills), 16 MMAs per
+// 6 ldmatrix.x4 per k-step. Narrower N tiles for layers with few output channels (64: ResNet layer1; 32: LeNet,
+// grouped convs), where a 128-wide tile would be mostly padding.
+using TcL = TcCfg<128, 128, 64, 32, 4, 2>;
+using TcM = TcCfg<128, 64, 64, 32, 4, 4>;
+using TcS = TcCfg<128, 32, 32, 32, 4>;
+// CUDA-core tiles (exact fp32, fp64). fp32 8x8 per thread (16 shared loads per 64 FFMA): ~158
+// registers, 1 CTA (8 warps) per SM; a 128-register cap for 2 CTAs/SM (MIN_BLOCKS = 2) spilled
+// 160-244 bytes per thread, so it is left uncapped. fp64 4x4 per thread (2-register doubles).
+using SimtFL = SimtCfg<128, 128, 8, 8, 3>;
+using SimtFS = SimtCfg<128, 32, 8, 4, 3>;
+using SimtDL = SimtCfg<64, 64, 4, 4, 3>;
+using SimtDS = SimtCfg<64, 32, 4, 4, 3>;
+
+// wgrad tiles (MN-major stages of BKP pixels).
+template <int BM_, int BN_, int WM_, int WN_, int BKP_, int STAGES_>
+struct WTcCfg {
+  static constexpr bool kTensorCore = true;
+  static constexpr int BM = BM_, BN = BN_, WM = WM_, WN = WN_, BKP = BKP_, STAGES = STAGES_;
+  static constexpr int WARPS_M = BM / WM, WARPS_N = BN / WN;
+  static constexpr int THREADS = 32 * WARPS_M * WARPS_N;
+  static constexpr int MI = WM / 16, NI = WN / 8;
+  static_assert(BKP % 16 == 0, "k-steps of 16 pixels");
+};
+template <int BM_, int BN_, int TM_, int TN_, int BKP_, int STAGES_>
+struct WSimtCfg {
+  static constexpr bool kTensorCore = false;
+  static constexpr int BM = BM_, BN = BN_, TM = TM_, TN = TN_, BKP = BKP_, STAGES = STAGES_;
+  static constexpr int THREADS_M = BM / TM, THREADS_N = BN / TN;
+  static constexpr int THREADS = THREADS_M * THREADS_N;
+  static_assert(THREADS_M % 4 == 0 && THREADS_N % 8 == 0, "SIMT thread tiling");
+};
+
+// 16-bit: 128x128 (8 warps of 64x32) over 32 pixels per stage, 4 stages (64 KB + 32 KB mask);
+// 64x128 for layers with <= 64 output channels per group.
+using WTcL = WTcCfg<128, 128, 64, 32, 32, 4>;
+using WTcS = WTcCfg<64, 128, 32, 64, 32, 4>;
+using WSimtF = WSimtCfg<128, 64, 8, 4, 16, 3>;
+using WSimtFS = WSimtCfg<64, 64, 4, 4, 16, 3>;
+using WSimtD = WSimtCfg<64, 64, 4, 4, 8, 3>;
+
+// ------------------------------------------------------------------------------------------------
+// Host helpers
+// ------------------------------------------------------------------------------------------------
+// 16-byte accesses along channels are allowed for a [N, C, Y, X] tensor view.
+template <typename T>
+bool vec_ok(const void* ptr, const Strides4& s, int64_t channels) {
+  constexpr int64_t E = 16 / int64_t(sizeof(T));
+  return ptr != nullptr && (reinterpret_cast<uintptr_t>(ptr) & 15) == 0 && s.c == 1 && channels % E == 0 &&
+         s.n % E == 0 && s.h % E == 0 && s.w % E == 0;
+}
+
+inline int64_t gcd64(int64_t a, int64_t b) {
+  while (b) {
+    const int64_t t = a % b;
+    a = b;
+    b = t;
+  }
+  return a;
+}
+
+// Images per launch so that rows (images x pixels) stay below 2^31 with a tile of slack.
+inline int64_t images_per_chunk(int64_t rows_per_image) {
+  const int64_t lim = (int64_t(1) << 31) - 1024;
+  return rows_per_image <= 0 ? 1 : (lim / rows_per_image > 0 ? lim / rows_per_image : 1);
+}
+
+template <typename T>
+const T* advance_ptr(const void* p, int64_t elems) {
+  return p == nullptr ? nullptr : static_cast<const T*>(p) + elems;
+}
+template <typename T>
+T* advance_ptr(void* p, int64_t elems) {
+  return p == nullptr ? nullptr : static_cast<T*>(p) + elems;
+}
+
+}  // namespace igemm
+}  // namespace cuda
+}  // namespace fastcnn

@@ -1,0 +1,786 @@
+// Implicit-GEMM convolution, fprop and dgrad: conv_kmajor_kernel (device code) and its host
+// launch helpers (tile choice, stride phases, batch chunks), torch-free. Part of the igemm family
+// (igemm.cuh); wgrad is igemm_wgrad.cuh, the tile configurations are in igemm_common.cuh.
+//
+// ================================================================================================
+// fprop / dgrad: conv_kmajor_kernel  (C[M, N] = A[M, K] * B[N, K]^T, both operands K-contiguous)
+// ================================================================================================
+// One launch computes, for group g = group0 + blockIdx.z, a GEMM with
+//   rows m < M      : pixels (n, yy, xx) of the output of this pass (fprop: (n, p, q); dgrad: the
+//                     input pixels (n, h, w) of one stride phase, h = yo0 + yy*yo_mul),
+//   cols n < Ngemm  : output channels of the group (fprop: K/G; dgrad: C/G),
+//   K index kk      : tap (kr, ks) and channel c, kk = (kr*ns + ks)*cpad + c, c < a_cg valid.
+// A[m, kk] = act[n, g*a_cg + c, ya0 + yy*ya_mul + kr*ya_kr, xa0 + xx*xa_mul + ks*xa_ks] (zero when
+//   the coordinate leaves the tensor, c >= a_cg or kr >= nr), times the ReLU mask when dgrad has
+//   an activation (mask[...] <= 0 -> 0, same coordinates/strides as act);
+// B[n, kk] = packed weight row (g*Ngemm + n) at b_tap0 + kr*b_kr + ks*b_ks + c (zero padded).
+// Epilogue: out[n, g*Ngemm + col, yo0 + yy*yo_mul, xo0 + xx*xo_mul] =
+//   act(C + bias[g*Ngemm + col] + res[n, g*Ngemm + col, yy, xx]).
+//
+// Tiles: BM x BN outputs per CTA, BK = 64 bytes of K per stage (32 halves / 16 floats / 8 doubles),
+// STAGES-deep cp.async ring (4 for tensor cores: ~3 tiles of loads in flight cover the ~600-800
+// cycle global latency at 2 CTAs/SM). Tensor cores: warps of WM x WN (mma m16n8k16 f16/bf16,
+// m16n8k8 tf32), fragments by ldmatrix.x4 from swizzled K-major tiles (common.cuh). CUDA cores:
+// TM x TN outputs per thread, scalar shared loads, FFMA/DFMA.
+//
+// Operand loads:
+//  * vector path (kVecA): each thread owns fixed 16-byte chunk slots (row = tid/4 + i*THREADS/4,
+//    column tid%4), so its chunk column -- hence its K decomposition (kc, ks, kr) -- is shared by
+//    all its A and B chunks and advances incrementally by BK per tile (no division in the loop).
+//    Needs channels-contiguous activations with 16-byte aligned pixel rows and a_cg % 8-ish.
+//  * scalar path (!kVecA: odd channel counts, NCHW, misaligned views): each thread owns one fixed
+//    row (tid % BM) and K columns tid/BM + j*THREADS/BM; elements are loaded into registers before
+//    the MMAs of the current stage and stored to shared memory after them (latency hidden behind
+//    one stage of math). Consecutive threads take consecutive rows: coalesced along W for NCHW.
+//  * B (packed weights, 16-byte aligned rows, zero-padded channels) always uses cp.async.
+//
+// Pipeline invariants (per iteration kt, stage s = kt % STAGES):
+//   wait_group<STAGES-2>  -> this thread's copies of tile kt have landed;
+//   mask own chunks       -> (dgrad + ReLU, vector path) each thread zeroes the gradient elements of
+//                            the chunks it copied itself (its own cp.async writes are visible to it
+//                            after the wait), using the forward output copied alongside;
+//   __syncthreads         -> tile kt (all threads' copies/masks/register stores) visible, and every
+//                            thread has finished the MMAs of tile kt-1, whose stage is refilled next;
+//   issue tile kt+STAGES-1 into stage (kt-1) % STAGES, commit (an empty group when past the end,
+//                            so the group count stays uniform);
+//   MMAs on stage s; scalar path: store the registers of tile kt+STAGES-1.
+// After the loop: wait_group<0> + __syncthreads before the epilogue reuses the ring as C tile.
+#pragma once
+
+#include <climits>
+
+#include "cuda/common.cuh"
+#include "cuda/conv2d_kernel.cuh"
+#include "cuda/igemm_common.cuh"
+
+namespace fastcnn {
+namespace cuda {
+namespace igemm {
+
+// ------------------------------------------------------------------------------------------------
+// Parameters of one implicit-GEMM launch (filled by the host helpers below). All row indices are
+// < 2^31 (the host cuts the batch into chunks), all memory offsets are int64.
+// ------------------------------------------------------------------------------------------------
+struct GemmParams {
+  int M, Ngemm, Kgemm;
+  int group0;
+  int rY, rX;
+  FastDiv fd_rX, fd_rYX;
+  // A operand
+  const void* a;
+  Strides4 as;
+  const void* mask;  // same strides as a, or null
+  int aY, aX;
+  int a_cg;
+  int cpad;
+  FastDiv fd_cpad;
+  int nr, ns;
+  FastDiv fd_ns;
+  int ya0, ya_mul, ya_kr;
+  int xa0, xa_mul, xa_ks;
+  // B operand
+  const void* b;
+  int64_t ldb, b_tap0, b_kr, b_ks;
+  // epilogue
+  void* out;
+  Strides4 os;
+  int yo0, yo_mul, xo0, xo_mul;
+  const void* bias;
+  const void* res;
+  Strides4 rs;
+  bool relu;
+  bool out_vec, res_vec;
+  int ntiles_n;
+};
+
+constexpr int kInvalidCoord = INT_MIN / 4;  // a row coordinate that stays out of range after taps
+
+// Dynamic shared memory of conv_kmajor_kernel.
+template <typename T, typename Cfg>
+int kmajor_smem_bytes(bool mask) {
+  using A = typename Num<T>::acc_t;
+  const int pipe = Cfg::STAGES * (Cfg::BM + Cfg::BN + (mask ? Cfg::BM : 0)) * 64;
+  const int ld_n = Cfg::BN + 8, ld_m = Cfg::BM + 8;
+  const int ctile = (Cfg::BM * ld_n > Cfg::BN * ld_m ? Cfg::BM * ld_n : Cfg::BN * ld_m) * int(sizeof(A));
+  return (pipe > ctile ? pipe : ctile) + 2 * Cfg::BM * int(sizeof(int64_t));
+}
+
+// ------------------------------------------------------------------------------------------------
+// K-major operand loader (fprop/dgrad)
+// ------------------------------------------------------------------------------------------------
+template <typename T, int BM, int BN, int THREADS, bool kVecA, bool k1x1>
+struct KMajorLoader {
+  static constexpr int EPC = 16 / int(sizeof(T));  // elements per 16-byte chunk
+  static constexpr int BKE = 64 / int(sizeof(T));  // K elements per tile
+  static constexpr int A_CH = BM * 4 / THREADS;    // A chunks per thread (vector path)
+  static constexpr int B_CH = (BN * 4 + THREADS - 1) / THREADS;
+  static constexpr int A_EL = BM * BKE / THREADS;  // A elements per thread (scalar path)
+  static constexpr int ROW_STEP = THREADS / 4;
+  static_assert((BM * 4) % THREADS == 0 && A_CH >= 1, "A chunk slots");
+  static_assert(THREADS % BM == 0, "scalar path: one fixed row per thread");
+
+  int col;         // this thread's chunk column (0..3)
+  int kc, ks, kr;  // K decomposition of the chunk column at the next tile to load
+  // vector path: per A chunk row
+  int64_t a_base[kVecA ? A_CH : 1];
+  int a_y[kVecA ? A_CH : 1], a_x[kVecA ? A_CH : 1];
+  // B rows
+  int64_t b_base[B_CH];
+  bool b_ok[B_CH];
+  // scalar path: this thread's single row, and the staged elements
+  int64_t s_base;
+  int s_y, s_x;
+  T regs[kVecA ? 1 : A_EL];
+
+  // Pixel decomposition of row m (< M) into its A base offset and first tap coordinates.
+  __device__ __forceinline__ void row_info(const GemmParams& p, int m, int g, int64_t& base, int& y, int& x) const {
+    if (m >= p.M) {
+      base = 0;
+      y = kInvalidCoord;
+      x = kInvalidCoord;
+      return;
+    }
+    const uint32_t n = fdiv(p.fd_rYX, uint32_t(m));
+    const uint32_t rem = uint32_t(m) - n * uint32_t(p.rY * p.rX);
+    const uint32_t yy = fdiv(p.fd_rX, rem);
+    const uint32_t xx = rem - yy * uint32_t(p.rX);
+    base = int64_t(n) * p.as.n + int64_t(g) * p.a_cg * p.as.c;
+    y = p.ya0 + int(yy) * p.ya_mul;
+    x = p.xa0 + int(xx) * p.xa_mul;
+  }
+
+  __device__ __forceinline__ void init(const GemmParams& p, int m0, int n0, int g, int tid) {
+    col = tid & 3;
+    const int kk0 = col * EPC;
+    kc = kk0 % p.cpad;
+    const int j = kk0 / p.cpad;
+    ks = p.ns > 0 ? j % p.ns : 0;
+    kr = p.ns > 0 ? j / p.ns : 0;
+    if constexpr (kVecA) {
+#pragma unroll
+      for (int i = 0; i < A_CH; ++i) {
+        const int row = (tid >> 2) + i * ROW_STEP;
+        row_info(p, m0 + row, g, a_base[i], a_y[i], a_x[i]);
+        if constexpr (k1x1) {
+          // 1x1 without padding: a valid row's coordinate is always inside the input (fprop:
+          // p*sh < H; dgrad phase (0,0): h/sh < P), so the whole offset is fixed per row.
+          if (a_y[i] != kInvalidCoord) a_base[i] += int64_t(a_y[i]) * p.as.h + int64_t(a_x[i]) * p.as.w;
+        }
+      }
+    } else {
+      row_info(p, m0 + tid % BM, g, s_base, s_y, s_x);
+    }
+#pragma unroll
+    for (int i = 0; i < B_CH; ++i) {
+      const int row = (tid >> 2) + i * ROW_STEP;
+      const int n = n0 + row;
+      b_ok[i] = row < BN && n < p.Ngemm;
+      b_base[i] = b_ok[i] ? (int64_t(g) * p.Ngemm + n) * p.ldb : 0;
+    }
+  }
+
+  __device__ __forceinline__ void advance(const GemmParams& p) {
+    kc += BKE;
+    while (kc >= p.cpad) {
+      kc -= p.cpad;
+      if (++ks == p.ns) {
+        ks = 0;
+        ++kr;
+      }
+    }
+  }
+
+  // B chunks of the next tile -> stage sB (cp.async).
+  __device__ __forceinline__ void load_b(const GemmParams& p, unsigned char* sB, int tid) const {
+    const T* b = static_cast<const T*>(p.b);
+    const int64_t tap = p.b_tap0 + int64_t(kr) * p.b_kr + int64_t(ks) * p.b_ks + kc;
+#pragma unroll
+    for (int i = 0; i < B_CH; ++i) {
+      const int row = (tid >> 2) + i * ROW_STEP;
+      if (B_CH * THREADS > BN * 4 && row >= BN) break;
+      const bool ok = b_ok[i] && kr < p.nr;
+      cp_async16(smem_addr(sB + kmajor_chunk(row, col) * 16), ok ? b + b_base[i] + tap : b, ok);
+    }
+  }
+
+  // Vector path: A chunks (and the mask's) of the next tile -> stage (cp.async).
+  __device__ __forceinline__ void load_a_async(const GemmParams& p, unsigned char* sA, unsigned char* sM,
+                                               int tid) const {
+    const T* a = static_cast<const T*>(p.a);
+    const T* mk = static_cast<const T*>(p.mask);
+#pragma unroll
+    for (int i = 0; i < A_CH; ++i) {
+      const int row = (tid >> 2) + i * ROW_STEP;
+      bool ok;
+      int64_t off;
+      if constexpr (k1x1) {
+        ok = a_y[i] != kInvalidCoord && kr < p.nr;
+        off = a_base[i] + kc;
+      } else {
+        const int y = a_y[i] + kr * p.ya_kr, x = a_x[i] + ks * p.xa_ks;
+        ok = kr < p.nr && unsigned(y) < unsigned(p.aY) && unsigned(x) < unsigned(p.aX);
+        off = a_base[i] + int64_t(y) * p.as.h + int64_t(x) * p.as.w + kc;
+      }
+      const int dst = kmajor_chunk(row, col) * 16;
+      cp_async16(smem_addr(sA + dst), ok ? a + off : a, ok);
+      if (mk != nullptr) cp_async16(smem_addr(sM + dst), ok ? mk + off : mk, ok);
+    }
+  }
+
+  // Vector path, ReLU mask: zero the gradient where the forward output is <= 0, in the chunks
+  // this thread copied itself (after its wait_group, before the CTA barrier).
+  __device__ __forceinline__ void mask_own(unsigned char* sA, const unsigned char* sM, int tid) const {
+#pragma unroll
+    for (int i = 0; i < A_CH; ++i) {
+      const int row = (tid >> 2) + i * ROW_STEP;
+      const int dst = kmajor_chunk(row, col) * 16;
+      Vec16<T> gv = *reinterpret_cast<const Vec16<T>*>(sA + dst);
+      const Vec16<T> ov = *reinterpret_cast<const Vec16<T>*>(sM + dst);
+#pragma unroll
+      for (int e = 0; e < EPC; ++e) gv.v[e] = relu_grad(gv.v[e], ov.v[e]);
+      *reinterpret_cast<Vec16<T>*>(sA + dst) = gv;
+    }
+  }
+
+  // Scalar path: A elements of the tile starting at K index k0 -> registers (masked).
+  __device__ __forceinline__ void load_a_regs(const GemmParams& p, int k0, int tid) {
+    const T* a = static_cast<const T*>(p.a);
+    const T* mk = static_cast<const T*>(p.mask);
+    constexpr int KSTEP = THREADS / BM;
+#pragma unroll
+    for (int e = 0; e < A_EL; ++e) {
+      const int kk = k0 + tid / BM + e * KSTEP;
+      const uint32_t j = fdiv(p.fd_cpad, uint32_t(kk));
+      const int c = kk - int(j) * p.cpad;
+      const uint32_t r = fdiv(p.fd_ns, j);
+      const int s = int(j) - int(r) * p.ns;
+      const int y = s_y + int(r) * p.ya_kr, x = s_x + s * p.xa_ks;
+      const bool ok = int(r) < p.nr && c < p.a_cg && unsigned(y) < unsigned(p.aY) && unsigned(x) < unsigned(p.aX);
+      T v = from_acc<T>(typename Num<T>::acc_t(0));
+      if (ok) {
+        const int64_t off = s_base + int64_t(y) * p.as.h + int64_t(x) * p.as.w + int64_t(c) * p.as.c;
+        v = a[off];
+        if (mk != nullptr) v = relu_grad(v, mk[off]);
+      }
+      regs[e] = v;
+    }
+  }
+
+  __device__ __forceinline__ void store_a_regs(unsigned char* sA, int tid) const {
+    constexpr int KSTEP = THREADS / BM;
+    const int row = tid % BM;
+#pragma unroll
+    for (int e = 0; e < A_EL; ++e) {
+      const int kcol = tid / BM + e * KSTEP;
+      *reinterpret_cast<T*>(sA + kmajor_chunk(row, kcol / EPC) * 16 + (kcol % EPC) * int(sizeof(T))) = regs[e];
+    }
+  }
+};
+
+// ------------------------------------------------------------------------------------------------
+// Math policies on K-major stages
+// ------------------------------------------------------------------------------------------------
+template <typename T, typename Cfg>
+struct TcMathK {
+  static constexpr int MI = Cfg::MI, NI = Cfg::NI;
+  float acc[MI][NI][4];
+
+  __device__ __forceinline__ void zero() {
+#pragma unroll
+    for (int i = 0; i < MI; ++i)
+#pragma unroll
+      for (int j = 0; j < NI; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
+  }
+
+  __device__ __forceinline__ void compute(const unsigned char* sA, const unsigned char* sB, int tid) {
+    const int lane = tid & 31, warp = tid >> 5;
+    const int wm0 = (warp / Cfg::WARPS_N) * Cfg::WM, wn0 = (warp % Cfg::WARPS_N) * Cfg::WN;
+    const uint32_t a_s = smem_addr(sA), b_s = smem_addr(sB);
+#pragma unroll
+    for (int kst = 0; kst < 2; ++kst) {  // two 32-byte k-steps per 64-byte stage
+      uint32_t af[MI][4], bf[NI][2];
+#pragma unroll
+      for (int mi = 0; mi < MI; ++mi) {
+        const int row = wm0 + mi * 16 + (lane & 15);
+        ldsm_x4(a_s + kmajor_chunk(row, kst * 2 + (lane >> 4)) * 16, af[mi][0], af[mi][1], af[mi][2], af[mi][3]);
+        Mma<T>::prep(af[mi]);
+      }
+#pragma unroll
+      for (int nj = 0; nj < NI / 2; ++nj) {
+        const int row = wn0 + nj * 16 + (lane & 7) + ((lane >> 4) << 3);
+        ldsm_x4(b_s + kmajor_chunk(row, kst * 2 + ((lane >> 3) & 1)) * 16, bf[2 * nj][0], bf[2 * nj][1],
+                bf[2 * nj + 1][0], bf[2 * nj + 1][1]);
+        Mma<T>::prep_b(bf[2 * nj]);
+        Mma<T>::prep_b(bf[2 * nj + 1]);
+      }
+#pragma unroll
+      for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < NI; ++ni) Mma<T>::run(acc[mi][ni], af[mi], bf[ni]);
+    }
+  }
+
+  // acc -> C tile: element (row, col) at cs[mk ? col*ld_m + row : row*ld_n + col].
+  template <typename A>
+  __device__ __forceinline__ void store(A* cs, bool mk, int ld_n, int ld_m, int tid) const {
+    const int lane = tid & 31, warp = tid >> 5;
+    const int wm0 = (warp / Cfg::WARPS_N) * Cfg::WM, wn0 = (warp % Cfg::WARPS_N) * Cfg::WN;
+#pragma unroll
+    for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+      for (int ni = 0; ni < NI; ++ni)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int row = wm0 + mi * 16 + (lane >> 2) + (e >> 1) * 8;
+          const int col = wn0 + ni * 8 + (lane & 3) * 2 + (e & 1);
+          cs[mk ? col * ld_m + row : row * ld_n + col] = acc[mi][ni][e];
+        }
+  }
+};
+
+template <typename T, typename Cfg>
+struct SimtMathK {
+  using A = typename Num<T>::acc_t;
+  static constexpr int TM = Cfg::TM, TN = Cfg::TN;
+  A acc[TM][TN];
+
+  __device__ __forceinline__ static void coords(int tid, int& tm, int& tn) {
+    const int lane = tid & 31, warp = tid >> 5;
+    constexpr int NWN = Cfg::THREADS_N / 8;
+    tm = (warp / NWN) * 4 + (lane >> 3);
+    tn = (warp % NWN) * 8 + (lane & 7);
+  }
+
+  __device__ __forceinline__ void zero() {
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+      for (int j = 0; j < TN; ++j) acc[i][j] = A(0);
+  }
+
+  // The thread's rows are tm + i*THREADS_M with THREADS_M % 8 == 0, so they share the swizzle
+  // term (row >> 1) & 3 (likewise for B): one XOR per chunk column, the rows are immediate offsets.
+  // (Addressing each (row, k) element separately made ptxas hoist 256 addresses: 254 registers.)
+  __device__ __forceinline__ void compute(const unsigned char* sA, const unsigned char* sB, int tid) {
+    static_assert(Cfg::THREADS_M % 8 == 0 && Cfg::THREADS_N % 8 == 0, "shared swizzle term");
+    constexpr int EPC = 16 / int(sizeof(T));
+    constexpr int ROW = 64 / int(sizeof(T));  // elements per K-major row
+    int tm, tn;
+    coords(tid, tm, tn);
+    const unsigned char* a_row = sA + tm * 64;
+    const unsigned char* b_row = sB + tn * 64;
+    const int swa = (tm >> 1) & 3, swb = (tn >> 1) & 3;
+#pragma unroll
+    for (int kc = 0; kc < 4; ++kc) {
+      const T* a = reinterpret_cast<const T*>(a_row + ((kc ^ swa) << 4));
+      const T* b = reinterpret_cast<const T*>(b_row + ((kc ^ swb) << 4));
+#pragma unroll
+      for (int w = 0; w < EPC; ++w) {
+        A av[TM], bv[TN];
+#pragma unroll
+        for (int i = 0; i < TM; ++i) av[i] = to_acc(a[i * Cfg::THREADS_M * ROW + w]);
+#pragma unroll
+        for (int j = 0; j < TN; ++j) bv[j] = to_acc(b[j * Cfg::THREADS_N * ROW + w]);
+#pragma unroll
+        for (int i = 0; i < TM; ++i)
+#pragma unroll
+          for (int j = 0; j < TN; ++j) acc[i][j] = fma(av[i], bv[j], acc[i][j]);
+      }
+    }
+  }
+
+  __device__ __forceinline__ void store(A* cs, bool mk, int ld_n, int ld_m, int tid) const {
+    int tm, tn;
+    coords(tid, tm, tn);
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+      for (int j = 0; j < TN; ++j) {
+        const int row = tm + i * Cfg::THREADS_M, col = tn + j * Cfg::THREADS_N;
+        cs[mk ? col * ld_m + row : row * ld_n + col] = acc[i][j];
+      }
+  }
+};
+
+template <typename T, typename Cfg, bool TC = Cfg::kTensorCore>
+struct MathK;
+template <typename T, typename Cfg>
+struct MathK<T, Cfg, true> {
+  using type = TcMathK<T, Cfg>;
+};
+template <typename T, typename Cfg>
+struct MathK<T, Cfg, false> {
+  using type = SimtMathK<T, Cfg>;
+};
+
+// ------------------------------------------------------------------------------------------------
+// Epilogue: C tile (shared, acc type) -> act(C + bias + residual) -> out, with the row offsets
+// computed once per row. Channels-contiguous outputs (NHWC) go by 16-byte chunks along N when
+// aligned; other layouts (NCHW) go element-wise with consecutive threads on consecutive rows
+// (coalesced along W there), reading the C tile transposed (mk) to stay conflict-free.
+// ------------------------------------------------------------------------------------------------
+template <typename T, int BM, int BN, int THREADS>
+__device__ __forceinline__ void epilogue_store(const GemmParams& p, const typename Num<T>::acc_t* cs, bool mk,
+                                               const int64_t* row_out, const int64_t* row_res, int m0, int n0,
+                                               int g, int tid) {
+  using A = typename Num<T>::acc_t;
+  constexpr int EV = 16 / int(sizeof(T));
+  constexpr int ld_n = BN + 8, ld_m = BM + 8;
+  T* out = static_cast<T*>(p.out);
+  const T* bias = static_cast<const T*>(p.bias);
+  const T* res = static_cast<const T*>(p.res);
+  const int64_t ch0 = int64_t(g) * p.Ngemm;
+  if (!mk) {
+    constexpr int CPR = BN / EV;
+    for (int id = tid; id < BM * CPR; id += THREADS) {
+      const int ml = id / CPR, nl = (id % CPR) * EV;
+      const int n = n0 + nl;
+      if (m0 + ml >= p.M || n >= p.Ngemm) continue;
+      A v[EV];
+#pragma unroll
+      for (int e = 0; e < EV; ++e) v[e] = cs[ml * ld_n + nl + e];
+      const int nv = p.Ngemm - n < EV ? p.Ngemm - n : EV;  // valid elements of this chunk
+      if (bias != nullptr) {
+#pragma unroll
+        for (int e = 0; e < EV; ++e)
+          if (e < nv) v[e] += to_acc(bias[ch0 + n + e]);
+      }
+      if (res != nullptr) {
+        const int64_t ro = row_res[ml] + (ch0 + n) * p.rs.c;
+        if (p.res_vec) {
+          const Vec16<T> rv = *reinterpret_cast<const Vec16<T>*>(res + ro);
+#pragma unroll
+          for (int e = 0; e < EV; ++e) v[e] += to_acc(rv.v[e]);
+        } else {
+#pragma unroll
+          for (int e = 0; e < EV; ++e)
+            if (e < nv) v[e] += to_acc(res[ro + e * p.rs.c]);
+        }
+      }
+      if (p.relu) {
+#pragma unroll
+        for (int e = 0; e < EV; ++e) v[e] = relu_keep_nan(v[e]);
+      }
+      const int64_t oo = row_out[ml] + (ch0 + n) * p.os.c;
+      if (p.out_vec) {
+        Vec16<T> ov;
+#pragma unroll
+        for (int e = 0; e < EV; ++e) ov.v[e] = from_acc<T>(v[e]);
+        *reinterpret_cast<Vec16<T>*>(out + oo) = ov;
+      } else {
+#pragma unroll
+        for (int e = 0; e < EV; ++e)
+          if (e < nv) out[oo + e * p.os.c] = from_acc<T>(v[e]);
+      }
+    }
+  } else {
+    for (int id = tid; id < BM * BN; id += THREADS) {
+      const int ml = id % BM, nl = id / BM;
+      const int n = n0 + nl;
+      if (m0 + ml >= p.M || n >= p.Ngemm) continue;
+      A v = cs[nl * ld_m + ml];
+      if (bias != nullptr) v += to_acc(bias[ch0 + n]);
+      if (res != nullptr) v += to_acc(res[row_res[ml] + (ch0 + n) * p.rs.c]);
+      if (p.relu) v = relu_keep_nan(v);
+      out[row_out[ml] + (ch0 + n) * p.os.c] = from_acc<T>(v);
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// The fprop/dgrad kernel
+// ------------------------------------------------------------------------------------------------
+// The register cap (MIN_BLOCKS CTAs/SM) applies to the cp.async path; the scalar fallback keeps
+// its staged elements in registers and would spill under it.
+template <typename T, typename Cfg, bool kVecA, bool k1x1>
+__global__ void __launch_bounds__(Cfg::THREADS, kVecA ? Cfg::MIN_BLOCKS : 1) conv_kmajor_kernel(const GemmParams p) {
+  constexpr int BM = Cfg::BM, BN = Cfg::BN, THREADS = Cfg::THREADS, STAGES = Cfg::STAGES;
+  constexpr int BKE = 64 / int(sizeof(T));
+  using Loader = KMajorLoader<T, BM, BN, THREADS, kVecA, k1x1>;
+  using Math = typename MathK<T, Cfg>::type;
+  using A = typename Num<T>::acc_t;
+
+  extern __shared__ __align__(128) unsigned char smem[];
+  const bool has_mask = p.mask != nullptr;
+  unsigned char* sA = smem;
+  unsigned char* sB = sA + STAGES * BM * 64;
+  unsigned char* sM = sB + STAGES * BN * 64;  // ReLU-mask stages (only when has_mask)
+
+  const int tid = threadIdx.x;
+  const int tile_m = blockIdx.x / p.ntiles_n, tile_n = blockIdx.x % p.ntiles_n;  // N fastest: the
+  // CTAs sharing an A tile run together and read it from L2
+  const int m0 = tile_m * BM, n0 = tile_n * BN;
+  const int g = p.group0 + blockIdx.z;
+
+  Loader ld;
+  ld.init(p, m0, n0, g, tid);
+  Math math;
+  math.zero();
+
+  const int num_k = (p.Kgemm + BKE - 1) / BKE;
+
+  // Prologue: tiles 0 .. STAGES-2.
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) {
+    if (s < num_k) {
+      ld.load_b(p, sB + s * BN * 64, tid);
+      if constexpr (kVecA) {
+        ld.load_a_async(p, sA + s * BM * 64, sM + s * BM * 64, tid);
+      } else {
+        ld.load_a_regs(p, s * BKE, tid);
+        ld.store_a_regs(sA + s * BM * 64, tid);
+      }
+      ld.advance(p);
+    }
+    cp_async_commit();
+  }
+
+  for (int kt = 0; kt < num_k; ++kt) {
+    const int stage = kt % STAGES;
+    cp_async_wait<STAGES - 2>();
+    if constexpr (kVecA) {
+      if (has_mask) ld.mask_own(sA + stage * BM * 64, sM + stage * BM * 64, tid);
+    }
+    __syncthreads();
+    const int lt = kt + STAGES - 1;
+    const int lstage = lt % STAGES;
+    if (lt < num_k) {
+      ld.load_b(p, sB + lstage * BN * 64, tid);
+      if constexpr (kVecA)
+        ld.load_a_async(p, sA + lstage * BM * 64, sM + lstage * BM * 64, tid);
+      else
+        ld.load_a_regs(p, lt * BKE, tid);
+      ld.advance(p);
+    }
+    cp_async_commit();
+    math.compute(sA + stage * BM * 64, sB + stage * BN * 64, tid);
+    if constexpr (!kVecA) {
+      if (lt < num_k) ld.store_a_regs(sA + lstage * BM * 64, tid);
+    }
+  }
+  cp_async_wait<0>();
+  __syncthreads();
+
+  // Epilogue. The C tile reuses the ring; the row offsets live past it.
+  const bool mk = p.os.c != 1;
+  constexpr int ld_n = BN + 8, ld_m = BM + 8;
+  A* cs = reinterpret_cast<A*>(smem);
+  // Same layout as kmajor_smem_bytes: [max(ring, C tile)][row_out: BM int64][row_res: BM int64].
+  const int ring = STAGES * (BM + BN + (has_mask ? BM : 0)) * 64;
+  constexpr int ctile = (BM * ld_n > BN * ld_m ? BM * ld_n : BN * ld_m) * int(sizeof(A));
+  int64_t* row_out = reinterpret_cast<int64_t*>(smem + (ring > ctile ? ring : ctile));
+  int64_t* row_res = row_out + BM;
+  if (tid < BM) {
+    const int m = m0 + tid;
+    int64_t ro = 0, rr = 0;
+    if (m < p.M) {
+      const uint32_t n = fdiv(p.fd_rYX, uint32_t(m));
+      const uint32_t rem = uint32_t(m) - n * uint32_t(p.rY * p.rX);
+      const uint32_t yy = fdiv(p.fd_rX, rem);
+      const uint32_t xx = rem - yy * uint32_t(p.rX);
+      ro = int64_t(n) * p.os.n + int64_t(p.yo0 + int(yy) * p.yo_mul) * p.os.h +
+           int64_t(p.xo0 + int(xx) * p.xo_mul) * p.os.w;
+      rr = int64_t(n) * p.rs.n + int64_t(yy) * p.rs.h + int64_t(xx) * p.rs.w;
+    }
+    row_out[tid] = ro;
+    row_res[tid] = rr;
+  }
+  math.store(cs, mk, ld_n, ld_m, tid);
+  __syncthreads();
+  epilogue_store<T, BM, BN, THREADS>(p, cs, mk, row_out, row_res, m0, n0, g, tid);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Host: launch one GemmParams with a given configuration.
+// ------------------------------------------------------------------------------------------------
+template <typename T, typename Cfg, bool k1x1>
+void launch_kmajor_cfg(GemmParams gp, bool vec_a, int groups, cudaStream_t stream) {
+  const int smem = kmajor_smem_bytes<T, Cfg>(gp.mask != nullptr);
+  const int64_t tm = ceil_div64(gp.M, Cfg::BM), tn = ceil_div64(gp.Ngemm, Cfg::BN);
+  gp.ntiles_n = int(tn);
+  auto kernel = vec_a ? conv_kmajor_kernel<T, Cfg, true, k1x1> : conv_kmajor_kernel<T, Cfg, false, k1x1>;
+  if (smem > 48 * 1024) cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  // gridDim.z <= 65535: launch the groups in slices.
+  for (int g0 = 0; g0 < groups; g0 += 65535) {
+    gp.group0 = g0;
+    const int gz = groups - g0 < 65535 ? groups - g0 : 65535;
+    kernel<<<dim3(unsigned(tm * tn), 1, unsigned(gz)), Cfg::THREADS, smem, stream>>>(gp);
+  }
+}
+
+// Picks the tile for the math type and the GEMM shape.
+template <typename T, bool k1x1>
+void launch_kmajor(const GemmParams& gp, bool vec_a, bool tensor_core, int groups, int64_t num_sms,
+                   cudaStream_t stream) {
+  if (gp.M <= 0 || gp.Ngemm <= 0) return;
+  if constexpr (sizeof(T) == 8) {
+    if (gp.Ngemm <= 32)
+      launch_kmajor_cfg<T, SimtDS, k1x1>(gp, vec_a, groups, stream);
+    else
+      launch_kmajor_cfg<T, SimtDL, k1x1>(gp, vec_a, groups, stream);
+  } else {
+    if constexpr (sizeof(T) == 4) {
+      if (!tensor_core) {
+        if (gp.Ngemm <= 32)
+          launch_kmajor_cfg<T, SimtFS, k1x1>(gp, vec_a, groups, stream);
+        else
+          launch_kmajor_cfg<T, SimtFL, k1x1>(gp, vec_a, groups, stream);
+        return;
+      }
+    }
+    // Tensor cores: the widest tile that still gives about one wave of CTAs.
+    const int64_t ctas_l = ceil_div64(gp.M, 128) * ceil_div64(gp.Ngemm, 128) * groups;
+    if (gp.Ngemm <= 32)
+      launch_kmajor_cfg<T, TcS, k1x1>(gp, vec_a, groups, stream);
+    else if (gp.Ngemm <= 64 || ctas_l < num_sms)
+      launch_kmajor_cfg<T, TcM, k1x1>(gp, vec_a, groups, stream);
+    else
+      launch_kmajor_cfg<T, TcL, k1x1>(gp, vec_a, groups, stream);
+  }
+}
+
+template <typename T, bool k1x1>
+void run_fprop(const ConvFpropParams& p, bool tensor_core, cudaStream_t stream) {
+  const ConvGeom& s = p.s;
+  const int64_t Cg = s.C / s.G, Kg = s.K / s.G;
+  if (s.N == 0 || s.P * s.Q == 0) return;
+  GemmParams gp{};
+  gp.Ngemm = int(Kg);
+  gp.Kgemm = int(s.R * s.S * p.cpad);
+  gp.rY = int(s.P);
+  gp.rX = int(s.Q);
+  gp.fd_rX = make_fastdiv(uint32_t(s.Q));
+  gp.fd_rYX = make_fastdiv(uint32_t(s.P * s.Q));
+  gp.as = p.xs;
+  gp.mask = nullptr;
+  gp.aY = int(s.H);
+  gp.aX = int(s.W);
+  gp.a_cg = int(Cg);
+  gp.cpad = int(p.cpad);
+  gp.fd_cpad = make_fastdiv(uint32_t(p.cpad));
+  gp.nr = int(s.R);
+  gp.ns = int(s.S);
+  gp.fd_ns = make_fastdiv(uint32_t(s.S));
+  gp.ya0 = int(-s.ph);
+  gp.ya_mul = int(s.sh);
+  gp.ya_kr = int(s.dh);
+  gp.xa0 = int(-s.pw);
+  gp.xa_mul = int(s.sw);
+  gp.xa_ks = int(s.dw);
+  gp.b = p.w;
+  gp.ldb = s.R * s.S * p.cpad;
+  gp.b_tap0 = 0;
+  gp.b_kr = s.S * p.cpad;
+  gp.b_ks = p.cpad;
+  gp.os = p.ys;
+  gp.yo0 = 0;
+  gp.yo_mul = 1;
+  gp.xo0 = 0;
+  gp.xo_mul = 1;
+  gp.bias = p.bias;
+  gp.rs = p.rs;
+  gp.relu = p.relu;
+  const int64_t nb = images_per_chunk(s.P * s.Q);
+  for (int64_t n0 = 0; n0 < s.N; n0 += nb) {
+    const int64_t cnt = s.N - n0 < nb ? s.N - n0 : nb;
+    gp.M = int(cnt * s.P * s.Q);
+    gp.a = advance_ptr<T>(p.x, n0 * p.xs.n);
+    gp.out = advance_ptr<T>(p.y, n0 * p.ys.n);
+    gp.res = advance_ptr<T>(p.res, n0 * p.rs.n);
+    const bool vec_a = vec_ok<T>(gp.a, gp.as, Cg);
+    gp.out_vec = vec_ok<T>(gp.out, gp.os, Kg);
+    gp.res_vec = gp.res != nullptr && vec_ok<T>(gp.res, gp.rs, Kg);
+    launch_kmajor<T, k1x1>(gp, vec_a, tensor_core, int(s.G), p.num_sms, stream);
+  }
+}
+
+// dgrad: one launch per stride phase (yph, xph): the input pixels h = yph + hh*sh see exactly the
+// taps r with (yph + ph - r*dh) % sh == 0, i.e. r = r0 + j*rstep, rstep = sh / gcd(sh, dh), and
+// grad_output row p = (h + ph - r*dh) / sh = ya0 + hh - j*(rstep*dh/sh). Stride 1 is one phase with
+// every tap; a 1x1 stride-2 conv has one phase with a tap and three whose pixels get zeros (the
+// kernel runs with Kgemm = 0 there and writes the zeros).
+template <typename T, bool k1x1>
+void run_dgrad(const ConvDgradParams& p, bool tensor_core, cudaStream_t stream) {
+  const ConvGeom& s = p.s;
+  const int64_t Cg = s.C / s.G, Kg = s.K / s.G;
+  if (s.N == 0 || s.H * s.W == 0) return;
+  for (int64_t yph = 0; yph < s.sh; ++yph) {
+    for (int64_t xph = 0; xph < s.sw; ++xph) {
+      const int64_t Hp = yph < s.H ? (s.H - 1 - yph) / s.sh + 1 : 0;
+      const int64_t Wp = xph < s.W ? (s.W - 1 - xph) / s.sw + 1 : 0;
+      if (Hp == 0 || Wp == 0) continue;
+      auto taps = [](int64_t ph_, int64_t pad, int64_t stride, int64_t dil, int64_t R, int64_t& r0, int64_t& step,
+                     int64_t& nr) {
+        r0 = -1;
+        for (int64_t r = 0; r < R; ++r) {
+          const int64_t v = ph_ + pad - r * dil;
+          if (((v % stride) + stride) % stride == 0) {
+            r0 = r;
+            break;
+          }
+        }
+        step = stride / gcd64(stride, dil);
+        nr = r0 < 0 ? 0 : (R - 1 - r0) / step + 1;
+      };
+      int64_t r0, rstep, nr, s0, sstep, ns;
+      taps(yph, s.ph, s.sh, s.dh, s.R, r0, rstep, nr);
+      taps(xph, s.pw, s.sw, s.dw, s.S, s0, sstep, ns);
+      if (nr == 0 || ns == 0) nr = ns = 0;
+      GemmParams gp{};
+      gp.Ngemm = int(Cg);
+      gp.Kgemm = int(nr * ns * p.kpad);
+      gp.rY = int(Hp);
+      gp.rX = int(Wp);
+      gp.fd_rX = make_fastdiv(uint32_t(Wp));
+      gp.fd_rYX = make_fastdiv(uint32_t(Hp * Wp));
+      gp.as = p.gys;
+      gp.aY = int(s.P);
+      gp.aX = int(s.Q);
+      gp.a_cg = int(Kg);
+      gp.cpad = int(p.kpad);
+      gp.fd_cpad = make_fastdiv(uint32_t(p.kpad));
+      gp.nr = int(nr);
+      gp.ns = int(ns);
+      gp.fd_ns = make_fastdiv(uint32_t(ns > 0 ? ns : 1));
+      gp.ya0 = nr > 0 ? int((yph + s.ph - r0 * s.dh) / s.sh) : 0;  // exact division (may be negative)
+      gp.ya_mul = 1;
+      gp.ya_kr = int(-(rstep * s.dh / s.sh));
+      gp.xa0 = ns > 0 ? int((xph + s.pw - s0 * s.dw) / s.sw) : 0;
+      gp.xa_mul = 1;
+      gp.xa_ks = int(-(sstep * s.dw / s.sw));
+      gp.b = p.w;
+      gp.ldb = s.R * s.S * p.kpad;
+      gp.b_tap0 = nr > 0 ? (r0 * s.S + s0) * p.kpad : 0;
+      gp.b_kr = rstep * s.S * p.kpad;
+      gp.b_ks = sstep * p.kpad;
+      gp.os = p.dxs;
+      gp.yo0 = int(yph);
+      gp.yo_mul = int(s.sh);
+      gp.xo0 = int(xph);
+      gp.xo_mul = int(s.sw);
+      gp.bias = nullptr;
+      gp.res = nullptr;
+      gp.rs = Strides4{0, 0, 0, 0};
+      gp.relu = false;
+      const int64_t nb = images_per_chunk(Hp * Wp);
+      for (int64_t n0 = 0; n0 < s.N; n0 += nb) {
+        const int64_t cnt = s.N - n0 < nb ? s.N - n0 : nb;
+        gp.M = int(cnt * Hp * Wp);
+        gp.a = advance_ptr<T>(p.gy, n0 * p.gys.n);
+        gp.mask = advance_ptr<T>(p.out, n0 * p.outs.n);  // out shares gy's strides (launcher contract)
+        gp.out = advance_ptr<T>(p.dx, n0 * p.dxs.n);
+        bool vec_a = vec_ok<T>(gp.a, gp.as, Kg);
+        if (gp.mask != nullptr) vec_a = vec_a && (reinterpret_cast<uintptr_t>(gp.mask) & 15) == 0;
+        gp.out_vec = vec_ok<T>(gp.out, gp.os, Cg);
+        gp.res_vec = false;
+        launch_kmajor<T, k1x1>(gp, vec_a, tensor_core, int(s.G), p.num_sms, stream);
+      }
+    }
+  }
+}
+
+}  // namespace igemm
+}  // namespace cuda
+}  // namespace fastcnn
