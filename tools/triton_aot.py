@@ -510,8 +510,8 @@ def main(argv=None) -> int:
             os.remove(out_path + ".new")
     cpu = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
               for f in ("ru_utime", "ru_stime"))
-    print(f"triton-aot: {'FAIL' if status else 'OK'} ({len(rows)} variants, {len(compiled)} compiled, {len(bad)} failures) "
-          f"in {time.time() - t0:.0f} s ({cpu:.0f} CPU-s, {args.jobs} jobs)")
+    print(f"triton-aot: {'FAIL' if status else 'OK'} ({len(rows)} variants, {len(compiled)} compiled, "
+          f"{len(bad)} failures) in {time.time() - t0:.0f} s ({cpu:.0f} CPU-s, {args.jobs} jobs)")
     return status
 
 
