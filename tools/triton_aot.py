@@ -340,6 +340,8 @@ def compile_all(jobs_list, keys, jobs: int, cache_path=None, reuse=None, log=pri
             results[i] = (i, *cache[k])
         else:
             todo.append(i)
+    # the launchers' picks first, sm_90 first: what a cut-short run has looked at
+    todo.sort(key=lambda i: ("pick" not in jobs_list[i].sources, jobs_list[i].arch != "sm90"))
     _JOBS = jobs_list
     t0 = time.time()
     log(f"triton-aot: compiling {len(todo)} variants ({len(jobs_list) - len(todo)} from the table or the cache) "
@@ -353,11 +355,16 @@ def compile_all(jobs_list, keys, jobs: int, cache_path=None, reuse=None, log=pri
                 cache[keys[res[0]]] = list(res[1:])
             if n % 100 == 0 or n == len(todo):
                 log(f"triton-aot: compiled {n}/{len(todo)} ({time.time() - t0:.0f} s)")
+                _save(cache, cache_path)  # as it goes: an interrupted sweep keeps what it compiled
+    return list(zip(jobs_list, results)), set(todo)
+
+
+def _save(cache, cache_path):
     if cache_path:
         os.makedirs(os.path.dirname(cache_path), exist_ok=True)
-        with open(cache_path, "w") as f:
+        with open(cache_path + ".tmp", "w") as f:
             json.dump(cache, f)
-    return list(zip(jobs_list, results)), set(todo)
+        os.replace(cache_path + ".tmp", cache_path)
 
 
 def _short_key(key: str) -> str:
