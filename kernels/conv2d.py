@@ -145,13 +145,16 @@ def _config(family: str, key: str, channels: int, dtype: torch.dtype, target: _l
         meta["BLOCK_K"] = min(meta["BLOCK_K"], 8)
     if dtype == torch.float32 and not allow_tf32() and target.kind in FP64_TILE_CAP_DEVICES:
         # fp32 with TF32 off is an FMA dot (input_precision="ieee"), its operands in registers:
-        # BLOCK_K 16 halves them and changes no tile's products per step. ptxas, sm_90, 64x64x32
-        # wgrad: 255 registers + 432 B (ResNet-50 conv1, NCHW) / 456 B (AlexNet conv1) / 44 B
-        # (1x1 with grad_act) of spills; at 64x64x16: 209 / 227 / 165 registers, none (sm_80 too).
-        # 128-row tiles hold a 64-value accumulator per thread besides: 128x64x16 (4 warps) and
-        # 128x128x16 (8 warps) spilled up to 532 B (dgrad, LeNet-5 conv2), capped at 64 rows.
+        # BLOCK_K 16 and 2K-value tiles. ptxas (maxnreg 255), sm_90, 64x64x16: wgrad NCHW 255
+        # registers + 36-176 B of spills (AlexNet conv1 160 B, ResNet-50 conv1 168 B, 1x1 108 B),
+        # fwd/dgrad 1x1 NHWC 255 + 16-60 B; at 32x64x16 (wgrad) 220-248 registers and 64x32x16
+        # (fwd/dgrad) 114-214, none, on sm_80 too (the 64x64x32 default spilled up to 456 B).
         meta["BLOCK_K"] = min(meta["BLOCK_K"], 16)
-        meta["BLOCK_M"] = min(meta["BLOCK_M"], 64)
+        if family.endswith("wgrad"):
+            meta["BLOCK_M"] = min(meta["BLOCK_M"], 32)
+        else:
+            meta["BLOCK_M"] = min(meta["BLOCK_M"], 64)
+            meta["BLOCK_N"] = min(meta["BLOCK_N"], 32)
     elif dtype == torch.float32 and (family.endswith("wgrad") or meta["BLOCK_M"] > 64) \
             and target.kind in FP64_TILE_CAP_DEVICES:
         # TF32 wgrad: both operands are gathered fp32 tiles with per-element addresses. 64x64x32,
