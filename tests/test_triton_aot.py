@@ -122,3 +122,24 @@ def test_committed_table_is_clean():
     assert {"_conv_fwd_kernel", "_conv_dgrad_kernel", "_conv_wgrad_kernel", "_splitk_reduce_kernel",
             "_conv_fwd_tma_kernel", "_max_pool2d_forward_kernel", "_max_pool2d_backward_kernel",
             "_add_relu_flat_kernel"} <= kernels
+
+
+def test_check_draws_every_kernel_and_reuses_only_committed_rows(aot):
+    """--check compiles what is not in the table and a seeded draw of what is, one of each kernel
+    and target first; a row is reused only under its own cache key."""
+    class V:
+        def __init__(self, arch, name):
+            self.arch, self.name = arch, name
+
+    jobs = [V(a, n) for a in ("sm90", "sm80") for n in ("fwd", "wgrad", "pool") for _ in range(10)]
+    keys = [f"k{i}" for i in range(len(jobs))]
+    committed = {k: (64, 0, 1024, "wgmma", "ptr", "") for k in keys[:-3]}  # the last three are new
+    drawn = aot._draw(jobs, keys, committed, 8, seed=1)
+    assert len(drawn) == 8
+    assert drawn <= set(committed) and drawn == aot._draw(jobs, keys, committed, 8, seed=1)
+    assert {(jobs[keys.index(k)].arch, jobs[keys.index(k)].name) for k in drawn} == \
+        {(v.arch, v.name) for v in jobs}
+    rows = [{"cache_key": "a", "registers": "96", "spill_bytes": "0", "shared_bytes": "4096", "mma": "wgmma",
+             "loads": "tma"}, {"cache_key": "b", "registers": "0", "spill_bytes": "0", "shared_bytes": "0",
+                               "mma": "error: boom", "loads": ""}]
+    assert aot._committed_results(rows) == {"a": (96, 0, 4096, "wgmma", "tma", "")}  # an error row recompiles
