@@ -155,13 +155,15 @@ def _config(family: str, key: str, channels: int, dtype: torch.dtype, target: _l
         else:
             meta["BLOCK_M"] = min(meta["BLOCK_M"], 64)
             meta["BLOCK_N"] = min(meta["BLOCK_N"], 32)
-    elif dtype == torch.float32 and (family.endswith("wgrad") or meta["BLOCK_M"] > 64) \
-            and target.kind in FP64_TILE_CAP_DEVICES:
+    elif dtype == torch.float32 and target.kind in FP64_TILE_CAP_DEVICES and (
+            family.endswith("wgrad") or meta["BLOCK_M"] > 64
+            or (family.endswith("dgrad") and target.capability < (9, 0))):
         # TF32 wgrad: both operands are gathered fp32 tiles with per-element addresses. 64x64x32,
         # NCHW 1x1 with grad_act (ResNet-50): 255 registers + 12 B of spills on sm_90, + 68-76 B
         # on sm_80; BLOCK_K 16 (two k8 MMA steps a tile): none, see bench/results/triton_aot.csv.
         # The same for 128-row TF32 tiles: 128x64x32 fwd/dgrad spilled up to 688 B (sm_80,
-        # LeNet-5 conv2 dgrad, FLAT 5x5), 128x128x32 up to 256 B.
+        # LeNet-5 conv2 dgrad, FLAT 5x5), 128x128x32 up to 256 B; and TF32 dgrad on sm_80, where
+        # 64x64x32 spilled 32-68 B (LeNet-5 conv2, FLAT 5x5; sm_90's wgmma path: none).
         meta["BLOCK_K"] = min(meta["BLOCK_K"], 16)
     return meta, launch, split_k
 
