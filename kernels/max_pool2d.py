@@ -1,9 +1,10 @@
 """Triton max_pool2d, forward and backward (fastcnn::_triton_max_pool2d / _triton_max_pool2d_backward).
 
 Semantics follow csrc/cpu/max_pool2d.cpp, i.e. PyTorch's: the output size is pooling_output_shape;
-a window starts from -inf with the index of its first valid tap; a tap replaces the running max when
-``v > m or v != v`` (the first maximum wins ties, NaN propagates and its index is the last NaN);
-indices are int64 ``h*W + w`` in the input plane. Outputs take the input's suggested memory format.
+a window starts from -inf (integers, forward only: the type's lowest value) with the index of its
+first valid tap; a tap replaces the running max when ``v > m or v != v`` (the first maximum wins
+ties, NaN propagates and its index is the last NaN); indices are int64 ``h*W + w`` in the input
+plane. Outputs take the input's suggested memory format.
 
 Layout. Both kernels see their output as a 2-d grid of rows x columns whose columns are the
 innermost dimension of that memory format, so loads and stores run along contiguous memory:
@@ -91,8 +92,12 @@ def _max_pool2d_forward_kernel(
     else:
         pos0 = _first_tap(ih0, DH) * W + _first_tap(iw0, DW)
     # float16/bfloat16 compare in float32 (exact, as the CPU kernel; Triton's interpreter cannot
-    # compare bfloat16), float32/float64 in their own type
-    if x_ptr.dtype.element_ty == tl.float64:
+    # compare bfloat16), float32/float64 in their own type. Integers (forward only) compare in their
+    # own type and start from its lowest value instead of -inf, as ATen.
+    x_ty = x_ptr.dtype.element_ty
+    if x_ty.is_int():
+        m = tl.full([BLOCK_R, BLOCK_C], x_ty.get_int_min_value(), x_ty)
+    elif x_ty == tl.float64:
         m = tl.full([BLOCK_R, BLOCK_C], float("-inf"), tl.float64)
     else:
         m = tl.full([BLOCK_R, BLOCK_C], float("-inf"), tl.float32)
@@ -110,9 +115,14 @@ def _max_pool2d_forward_kernel(
             off = ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw
         else:
             off = ih * sxh + iw * sxw
-        # a padded or masked tap reads -inf, which never replaces the running max
-        v = tl.load(x_nc + off, mask=ok, other=float("-inf")).to(m.dtype)
-        take = (v > m) | (v != v)
+        # a padded or masked tap reads the start value (-inf or the lowest integer), which never
+        # replaces the running max
+        if x_ty.is_int():
+            v = tl.load(x_nc + off, mask=ok, other=x_ty.get_int_min_value())
+            take = v > m
+        else:
+            v = tl.load(x_nc + off, mask=ok, other=float("-inf")).to(m.dtype)
+            take = (v > m) | (v != v)
         m = tl.where(take, v, m)
         if STORE_IDX:
             if IDX64:

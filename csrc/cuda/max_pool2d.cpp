@@ -15,6 +15,14 @@ namespace fastcnn {
 namespace cuda {
 namespace {
 
+// The forward also takes the integer types (checks.h; the kernel file instantiates them), the
+// backward only FASTCNN_CUDA_DISPATCH's floating types.
+#define FASTCNN_POOL_DISPATCH(DTYPE, NAME, ...)                                     \
+  AT_DISPATCH_ALL_TYPES_AND2(at::kHalf, at::kBFloat16, DTYPE, NAME, [&] {          \
+    using T = typename ::fastcnn::cuda::CudaType<scalar_t>::type;                  \
+    __VA_ARGS__();                                                                 \
+  })
+
 template <typename P>
 void fill_geometry(P& p, const PoolGeom& g, bool channels_last) {
   p.g = g;
@@ -30,7 +38,7 @@ void run_forward(const at::Tensor& x, const PoolGeom& g, at::MemoryFormat fmt, a
   p.y = out.data_ptr();
   p.idx = idx ? idx->data_ptr<int64_t>() : nullptr;
   const cudaStream_t stream = current_stream();
-  FASTCNN_CUDA_DISPATCH(x.scalar_type(), "fastcnn_max_pool2d_cuda", [&] { launch_max_pool2d_forward<T>(p, stream); });
+  FASTCNN_POOL_DISPATCH(x.scalar_type(), "fastcnn_max_pool2d_cuda", [&] { launch_max_pool2d_forward<T>(p, stream); });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 

@@ -11,6 +11,26 @@
 
 namespace fastcnn {
 namespace cuda {
+
+// Integer inputs (uint8 images, integer label maps; forward only, they have no gradient) are
+// compared in their own type. Only this file instantiates Num for integers.
+template <typename T>
+struct IntNum {
+  using acc_t = T;
+  static __device__ __forceinline__ T to_acc(T v) { return v; }
+  static __device__ __forceinline__ T from_acc(T v) { return v; }
+};
+template <>
+struct Num<uint8_t> : IntNum<uint8_t> {};
+template <>
+struct Num<int8_t> : IntNum<int8_t> {};
+template <>
+struct Num<int16_t> : IntNum<int16_t> {};
+template <>
+struct Num<int32_t> : IntNum<int32_t> {};
+template <>
+struct Num<int64_t> : IntNum<int64_t> {};
+
 namespace {
 
 // n / d for the index type: a multiply-shift for int32 (FastDiv), a division for int64.
@@ -49,9 +69,18 @@ __device__ __forceinline__ void window(const PoolArgs<I>& a, I p, I q, I& hs, I&
   while (ws < 0) ws += a.dw;
 }
 
+// A window's starting maximum: -inf, or an integer type's lowest value (as ATen).
+template <typename A>
+__device__ __forceinline__ A lowest() {
+  return std::numeric_limits<A>::has_infinity ? -std::numeric_limits<A>::infinity() : std::numeric_limits<A>::lowest();
+}
+
 template <typename A>
 __device__ __forceinline__ bool takes(A v, A m) {
-  return v > m || v != v;  // larger, or NaN
+  if constexpr (std::numeric_limits<A>::is_integer)
+    return v > m;
+  else
+    return v > m || v != v;  // larger, or NaN
 }
 
 // NCHW forward: one output element per work item; i -> (plane, p, q) with d_a = Q, d_b = P.
@@ -67,7 +96,7 @@ __global__ void __launch_bounds__(256)
     I hs, he, ws, we;
     window(a, p, q, hs, he, ws, we);
     const T* xp = x + plane * a.H * a.W;
-    A m = -std::numeric_limits<A>::infinity();
+    A m = lowest<A>();
     I mi = hs * a.W + ws;
     for (I h = hs; h < he; h += a.dh)
       for (I w = ws; w < we; w += a.dw) {
@@ -77,7 +106,7 @@ __global__ void __launch_bounds__(256)
           mi = h * a.W + w;
         }
       }
-    y[i] = from_acc<T>(m);  // exact: m is one of the inputs (or -inf)
+    y[i] = from_acc<T>(m);  // exact: m is one of the inputs (or the start value)
     if (idx != nullptr) idx[i] = int64_t(mi);
   }
 }
@@ -102,7 +131,7 @@ __global__ void __launch_bounds__(256)
     I mi[V];
 #pragma unroll
     for (int e = 0; e < V; ++e) {
-      m[e] = -std::numeric_limits<A>::infinity();
+      m[e] = lowest<A>();
       mi[e] = hs * a.W + ws;
     }
     for (I h = hs; h < he; h += a.dh)
@@ -347,6 +376,12 @@ FASTCNN_INSTANTIATE_POOL(float)
 FASTCNN_INSTANTIATE_POOL(double)
 FASTCNN_INSTANTIATE_POOL(__half)
 FASTCNN_INSTANTIATE_POOL(__nv_bfloat16)
+// Integers: forward only (checks.h rejects their backward).
+template void launch_max_pool2d_forward<uint8_t>(const MaxPool2dParams&, cudaStream_t);
+template void launch_max_pool2d_forward<int8_t>(const MaxPool2dParams&, cudaStream_t);
+template void launch_max_pool2d_forward<int16_t>(const MaxPool2dParams&, cudaStream_t);
+template void launch_max_pool2d_forward<int32_t>(const MaxPool2dParams&, cudaStream_t);
+template void launch_max_pool2d_forward<int64_t>(const MaxPool2dParams&, cudaStream_t);
 
 #undef FASTCNN_INSTANTIATE_POOL
 
