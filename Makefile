@@ -20,7 +20,7 @@ NVCC ?= nvcc
 # Each test phase prints its wall time (CI's budget: the default suite within 15 minutes).
 TIMED := tools/timed.sh
 
-.PHONY: demo test test-triton install deps torch build cuda-check sm90-check cuda-sim bench-cpu check clean
+.PHONY: demo test test-triton triton-aot triton-aot-full install deps torch build cuda-check sm90-check cuda-sim bench-cpu check clean
 
 # The main job (python -m fastcnn demo; outputs in ./demo-out). DEMO_ARGS passes options, e.g.
 # make demo DEMO_ARGS="--data ~/mnist --out /tmp/demo" (python -m fastcnn demo --help lists them).
@@ -46,6 +46,19 @@ test: build
 
 test-triton: build
 	@$(TIMED) "pytest: Triton interpreter suite" $(PYTEST_TRITON)
+
+# Every Triton kernel variant the launchers pick for the four networks (and every candidate config
+# on ResNet-50 and LeNet-5) compiled for sm_90a and sm_80 without a GPU: fails on a compile error,
+# a spill, shared memory over the limit, a tensor-core tile without wgmma on sm_90, or a table
+# that differs from bench/results/triton_aot.csv. --check (CI) compiles the new or changed variants
+# and 240 committed rows drawn per commit; `make triton-aot TRITON_AOT_ARGS=` compiles them all and
+# rewrites the table. triton-aot-full: every config on every layer (bench/results/triton_aot_full.csv).
+TRITON_AOT_ARGS ?= --check
+triton-aot: build
+	$(PYTHON) tools/triton_aot.py $(TRITON_AOT_ARGS)
+
+triton-aot-full: build
+	$(PYTHON) tools/triton_aot.py --full
 
 check: build
 	$(PYTHON) -m fastcnn check
