@@ -601,7 +601,7 @@ void launch_kmajor_cfg(GemmParams gp, bool vec_a, int groups, cudaStream_t strea
   const int64_t tm = ceil_div64(gp.M, Cfg::BM), tn = ceil_div64(gp.Ngemm, Cfg::BN);
   gp.ntiles_n = int(tn);
   auto kernel = vec_a ? conv_kmajor_kernel<T, Cfg, true, k1x1> : conv_kmajor_kernel<T, Cfg, false, k1x1>;
-  if (smem > 48 * 1024) cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (!allow_dynamic_smem(kernel, smem)) return;  // the error stays for the launcher's check
   // gridDim.z <= 65535: launch the groups in slices.
   for (int g0 = 0; g0 < groups; g0 += 65535) {
     gp.group0 = g0;
