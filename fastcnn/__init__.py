@@ -38,9 +38,9 @@ def _weight_cache_ops():
 
 
 def clear_weight_cache() -> None:
-    """Drop the CUDA kernels' cached packed weights (both layouts, every device). Entries are keyed on
-    the weight's storage and version counter, so in-place updates (optimizer steps) need no call;
-    writes through ``weight.data`` bypass the version counter and do."""
+    """Drop the CUDA kernels' cached packed weights (both layouts, every device). Only frozen weights
+    (``requires_grad`` false) are cached, keyed on the storage and the version counter: in-place
+    writes need no call; writes through ``weight.data`` bypass the version counter and do."""
     for _, op in _weight_cache_ops():
         op(True)
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import fastcnn
+import fastcnn.testing
 from fastcnn import _cudasim
 
 ops = _cudasim.load()
@@ -359,6 +360,14 @@ def test_weight_cache_sees_in_place_updates(dtype, order):
             wi = w.clone()
         yi = torch.ops.fastcnn.conv2d(x, wi, None, None, *args)
         assert torch.equal(yi, run()[0]) and _cache()["entries"] == 2  # wi: no entry
+        wg = w.clone().requires_grad_()  # a trained weight: .data writes (gradcheck) are invisible to _version
+        yg = torch.ops.fastcnn.conv2d(x, wg, None, None, *args)
+        wg.data.neg_()
+        yg2 = torch.ops.fastcnn.conv2d(x, wg, None, None, *args)
+        assert not torch.equal(yg, yg2)
+        ref = torch.nn.functional.conv2d(x.double(), wg.detach().double(), None, 1, 1).relu()
+        assert _rel(yg2, ref) <= TOL[dtype]
+        assert _cache()["entries"] == 2  # wg: never cached
 
 
 def test_weight_cache_never_hits_a_freed_storage(order):
@@ -372,3 +381,24 @@ def test_weight_cache_never_hits_a_freed_storage(order):
             assert _rel(y, torch.nn.functional.conv2d(x.double(), w.double(), None, 1, 1)) <= TOL[torch.float32]
             del w
         assert _cache()["hits"] == 0 and _cache()["entries"] == 1  # expired entries are dropped
+
+
+def test_cached_forward_has_no_aten_copy_or_fill():
+    """Issue 17's per-call target, its ATen half: a conv forward with a cached (frozen) weight and a
+    channels_last input runs no ATen copy, fill or zeros next to the kernel (cuda-sim runs the CUDA
+    launchers, so their ATen calls are the GPU build's)."""
+    fastcnn.clear_weight_cache()
+    x = torch.randn(2, 16, 7, 6).contiguous(memory_format=torch.channels_last)
+    w, b = torch.randn(24, 16, 3, 3), torch.randn(24)
+    args = ([1, 1], [1, 1], [1, 1], 1, "relu")
+    fastcnn.testing.set_poison(False)  # the suite's NaN fill of new outputs is a test-only aten::fill_
+    runs = []
+    with fastcnn.backend("cuda-sim"):
+        for _ in range(2):  # the first packs the weight (and fills the cache), the second does not
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                torch.ops.fastcnn.conv2d(x, w, b, None, *args)
+            runs.append({e.key for e in prof.key_averages()})
+    extra = [sorted(n for n in names if any(k in n for k in ("copy", "fill", "zero"))) for names in runs]
+    assert "fastcnn::_cudasim_conv2d" in runs[1], sorted(runs[1])
+    assert "aten::copy_" in extra[0], extra[0]  # the packing, seen by the profiler
+    assert not extra[1], extra[1]

@@ -12,8 +12,8 @@
 // Weights are packed into the GEMM layouts (small: at most a few MB), once per weight version:
 //   fprop  [K][R][S][cpad]        cpad = C/G rounded up to a 16-byte chunk, zero padded;
 //   dgrad  [G][C/G][R][S][kpad]   kpad = K/G rounded up likewise.
-// The packed copies are cached (PackedWeightCache below): a forward with cached weights and a
-// channels_last input is one kernel launch, no at::zeros + permute copy.
+// The packed copies of frozen weights are cached (PackedWeightCache below): a forward with cached
+// weights and a channels_last input is one kernel launch, no at::zeros + permute copy.
 #include "cuda/conv_engine.h"
 
 #include <ATen/ATen.h>
@@ -77,12 +77,15 @@ const void* ptr_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr()
 // reference plus an equal address is the same storage; an expired one never hits), its version
 // counter (every in-place write bumps it: optimizer steps, copy_ under no_grad), offset, sizes,
 // strides, dtype, device, layout and stream (the packing ran there: another stream would race it).
-// Bypassed (packed per call, never stored) for inference tensors (no version counter) and during
-// CUDA-graph capture (a graph must read the live weight at replay, and would otherwise hold an
-// entry's memory past its eviction). Bounded by entries and bytes, LRU; one mutex (a lookup is a
-// short scan, ~0.1-1 us, next to the 5-10 us of a zeros + copy). `.data` writes are the one blind
-// spot: `w.data.copy_()` bumps a separate version counter -- fastcnn.clear_weight_cache() after
-// such writes.
+// Only frozen weights (requires_grad false) are cached: writes through `w.data` bump a separate
+// version counter, and code that trains or checks gradients writes that way (torch.autograd.gradcheck
+// perturbs its inputs through .data "to get around the version check"); a trained weight changes
+// every step anyway, so caching it would save nothing. Also bypassed (packed per call, never
+// stored) for inference tensors (no version counter) and during CUDA-graph capture (a graph must
+// read the live weight at replay, and would otherwise hold an entry's memory past its eviction).
+// Bounded by entries and bytes, LRU; one mutex (a lookup is a short scan, ~0.1-1 us, next to the
+// 5-10 us of a zeros + copy). A frozen weight written through .data needs
+// fastcnn.clear_weight_cache().
 // ------------------------------------------------------------------------------------------------
 namespace {
 
@@ -96,7 +99,7 @@ class PackedWeightCache {
   template <typename Pack>
   at::Tensor get(const at::Tensor& w, PackLayout layout, int64_t pad, int64_t groups, cudaStream_t stream,
                  Pack&& pack) {
-    if (w.is_inference() || stream_capturing(stream)) return pack();
+    if (w.requires_grad() || w.is_inference() || stream_capturing(stream)) return pack();
     Key k{w.storage().unsafeGetStorageImpl(), w._version(), w.storage_offset(), w.sizes().vec(), w.strides().vec(),
           w.scalar_type(), w.device(), layout, pad, groups, stream};
     {
