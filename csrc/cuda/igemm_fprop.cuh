@@ -108,7 +108,7 @@ int kmajor_smem_bytes(bool mask) {
 // ------------------------------------------------------------------------------------------------
 // K-major operand loader (fprop/dgrad)
 // ------------------------------------------------------------------------------------------------
-template <typename T, int BM, int BN, int THREADS, bool kVecA, bool k1x1>
+template <typename T, int BM, int BN, int THREADS, bool kVecA, bool k1x1, bool kMask>
 struct KMajorLoader {
   static constexpr int EPC = 16 / int(sizeof(T));  // elements per 16-byte chunk
   static constexpr int BKE = 64 / int(sizeof(T));  // K elements per tile
@@ -207,7 +207,7 @@ struct KMajorLoader {
   __device__ __forceinline__ void load_a_async(const GemmParams& p, unsigned char* sA, unsigned char* sM,
                                                int tid) const {
     const T* a = static_cast<const T*>(p.a);
-    const T* mk = static_cast<const T*>(p.mask);
+    [[maybe_unused]] const T* mk = static_cast<const T*>(p.mask);
 #pragma unroll
     for (int i = 0; i < A_CH; ++i) {
       const int row = (tid >> 2) + i * ROW_STEP;
@@ -223,7 +223,7 @@ struct KMajorLoader {
       }
       const int dst = kmajor_chunk(row, col) * 16;
       cp_async16(smem_addr(sA + dst), ok ? a + off : a, ok);
-      if (mk != nullptr) cp_async16(smem_addr(sM + dst), ok ? mk + off : mk, ok);
+      if constexpr (kMask) cp_async16(smem_addr(sM + dst), ok ? mk + off : mk, ok);
     }
   }
 
@@ -245,7 +245,7 @@ struct KMajorLoader {
   // Scalar path: A elements of the tile starting at K index k0 -> registers (masked).
   __device__ __forceinline__ void load_a_regs(const GemmParams& p, int k0, int tid) {
     const T* a = static_cast<const T*>(p.a);
-    const T* mk = static_cast<const T*>(p.mask);
+    [[maybe_unused]] const T* mk = static_cast<const T*>(p.mask);
     constexpr int KSTEP = THREADS / BM;
 #pragma unroll
     for (int e = 0; e < A_EL; ++e) {
@@ -260,7 +260,7 @@ struct KMajorLoader {
       if (ok) {
         const int64_t off = s_base + int64_t(y) * p.as.h + int64_t(x) * p.as.w + int64_t(c) * p.as.c;
         v = a[off];
-        if (mk != nullptr) v = relu_grad(v, mk[off]);
+        if constexpr (kMask) v = relu_grad(v, mk[off]);
       }
       regs[e] = v;
     }
@@ -493,20 +493,21 @@ __device__ __forceinline__ void epilogue_store(const GemmParams& p, const typena
 // The fprop/dgrad kernel
 // ------------------------------------------------------------------------------------------------
 // The register cap (MIN_BLOCKS CTAs/SM) applies to the cp.async path; the scalar fallback keeps
-// its staged elements in registers and would spill under it.
-template <typename T, typename Cfg, bool kVecA, bool k1x1>
+// its staged elements in registers and would spill under it. kMask (dgrad after a ReLU: p.mask is
+// the forward output) is a template parameter so that the no-mask main loop holds nothing of it:
+// as a run-time branch it cost the bf16 TcL loop 97 of its 382 instructions (SASS, sm_90).
+template <typename T, typename Cfg, bool kVecA, bool k1x1, bool kMask>
 __global__ void __launch_bounds__(Cfg::THREADS, kVecA ? Cfg::MIN_BLOCKS : 1) conv_kmajor_kernel(const GemmParams p) {
   constexpr int BM = Cfg::BM, BN = Cfg::BN, THREADS = Cfg::THREADS, STAGES = Cfg::STAGES;
   constexpr int BKE = 64 / int(sizeof(T));
-  using Loader = KMajorLoader<T, BM, BN, THREADS, kVecA, k1x1>;
+  using Loader = KMajorLoader<T, BM, BN, THREADS, kVecA, k1x1, kMask>;
   using Math = typename MathK<T, Cfg>::type;
   using A = typename Num<T>::acc_t;
 
   FASTCNN_DYNAMIC_SMEM(smem);
-  const bool has_mask = p.mask != nullptr;
   unsigned char* sA = smem;
   unsigned char* sB = sA + STAGES * BM * 64;
-  unsigned char* sM = sB + STAGES * BN * 64;  // ReLU-mask stages (only when has_mask)
+  unsigned char* sM = sB + STAGES * BN * 64;  // ReLU-mask stages (only with kMask)
 
   const int tid = threadIdx.x;
   const int tile_m = blockIdx.x / p.ntiles_n, tile_n = blockIdx.x % p.ntiles_n;  // N fastest: the
@@ -541,7 +542,7 @@ __global__ void __launch_bounds__(Cfg::THREADS, kVecA ? Cfg::MIN_BLOCKS : 1) con
     const int stage = kt % STAGES;
     cp_async_wait<STAGES - 2>();
     if constexpr (kVecA) {
-      if (has_mask) ld.mask_own(sA + stage * BM * 64, sM + stage * BM * 64, tid);
+      if constexpr (kMask) ld.mask_own(sA + stage * BM * 64, sM + stage * BM * 64, tid);
     }
     __syncthreads();
     const int lt = kt + STAGES - 1;
@@ -568,7 +569,7 @@ __global__ void __launch_bounds__(Cfg::THREADS, kVecA ? Cfg::MIN_BLOCKS : 1) con
   constexpr int ld_n = BN + 8, ld_m = BM + 8;
   A* cs = reinterpret_cast<A*>(smem);
   // Same layout as kmajor_smem_bytes: [max(ring, C tile)][row_out: BM int64][row_res: BM int64].
-  const int ring = STAGES * (BM + BN + (has_mask ? BM : 0)) * 64;
+  constexpr int ring = STAGES * (BM + BN + (kMask ? BM : 0)) * 64;
   constexpr int ctile = (BM * ld_n > BN * ld_m ? BM * ld_n : BN * ld_m) * int(sizeof(A));
   int64_t* row_out = reinterpret_cast<int64_t*>(smem + (ring > ctile ? ring : ctile));
   int64_t* row_res = row_out + BM;
@@ -600,7 +601,11 @@ void launch_kmajor_cfg(GemmParams gp, bool vec_a, int groups, cudaStream_t strea
   const int smem = kmajor_smem_bytes<T, Cfg>(gp.mask != nullptr);
   const int64_t tm = ceil_div64(gp.M, Cfg::BM), tn = ceil_div64(gp.Ngemm, Cfg::BN);
   gp.ntiles_n = int(tn);
-  auto kernel = vec_a ? conv_kmajor_kernel<T, Cfg, true, k1x1> : conv_kmajor_kernel<T, Cfg, false, k1x1>;
+  const bool mask = gp.mask != nullptr;
+  auto kernel = vec_a ? (mask ? conv_kmajor_kernel<T, Cfg, true, k1x1, true>
+                              : conv_kmajor_kernel<T, Cfg, true, k1x1, false>)
+                      : (mask ? conv_kmajor_kernel<T, Cfg, false, k1x1, true>
+                              : conv_kmajor_kernel<T, Cfg, false, k1x1, false>);
   if (!allow_dynamic_smem(kernel, smem)) return;  // the error stays for the launcher's check
   // gridDim.z <= 65535: launch the groups in slices.
   for (int g0 = 0; g0 < groups; g0 += 65535) {
