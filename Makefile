@@ -8,6 +8,12 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 TORCH_SPEC ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+# Triton as on the GPU machine (torch 2.11+cu130 pins 3.6.0), so the interpreter tests check the
+# compiler that runs there; a CUDA build of torch keeps the Triton it pins. numpy below 2.4: Triton
+# 3.6's interpreter converts its 1-element loop-bound arrays with int(), which numpy 2.4 rejects
+# ("only 0-dimensional arrays can be converted to Python scalars": 187 interpreter tests failed).
+TRITON_VERSION ?= 3.6.0
+NUMPY_SPEC ?= numpy<2.4
 # -rs: every skip with its reason in the summary (which targets and tests this machine cannot run).
 PYTEST_ARGS ?= -q -rs
 NVCC ?= nvcc
@@ -29,9 +35,14 @@ demo: build
 # duplicated cases are marked slow: PYTEST_ARGS="-q -rs --runslow" runs them too.
 PYTEST_TRITON = env TRITON_INTERPRET=1 $(PYTHON) -m pytest tests $(PYTEST_ARGS) -k "triton"
 
-test: build cuda-sim
-	@$(TIMED) "pytest: CPU suite" $(PYTHON) -m pytest tests $(PYTEST_ARGS)
+# Then the cuda-sim phase (make cuda-sim, below): CUDA_SIM=0 leaves it out (.ci/run runs it as its
+# own step).
+CUDA_SIM ?= 1
+
+test: build
+	@$(TIMED) "pytest: CPU suite" $(PYTHON) -m pytest tests $(PYTEST_ARGS) -m "not cudasim"
 	@$(TIMED) "pytest: Triton interpreter suite" $(PYTEST_TRITON)
+	@$(if $(filter 1,$(CUDA_SIM)),$(MAKE) --no-print-directory cuda-sim,echo "cuda-sim: left out (CUDA_SIM=0)")
 
 test-triton: build
 	@$(TIMED) "pytest: Triton interpreter suite" $(PYTEST_TRITON)
@@ -50,9 +61,17 @@ torch:
 
 # Build and test dependencies; scikit-learn, matplotlib and tqdm are optional for the library but
 # the tests run the demo (digits data, the ablation plot).
+# setuptools >= 77 reads pyproject.toml's license string; a new Python 3.12 venv has no setuptools at all.
 deps: torch
-	@$(PYTHON) -c "import ninja, pybind11, numpy, pytest, hypothesis, triton, sklearn, matplotlib, tqdm" 2>/dev/null || \
-	  $(PIP) install -q ninja pybind11 numpy pytest hypothesis triton scikit-learn matplotlib tqdm
+	@$(PYTHON) -c "import ninja, pybind11, pytest, hypothesis, sklearn, matplotlib, tqdm" 2>/dev/null || \
+	  $(PIP) install -q ninja pybind11 pytest hypothesis scikit-learn matplotlib tqdm
+	@$(PYTHON) -c "import sys, numpy; sys.exit(tuple(map(int, numpy.__version__.split('.')[:2])) >= (2, 4))" \
+	  2>/dev/null || $(PIP) install -q "$(NUMPY_SPEC)"
+	@$(PYTHON) -c "import sys, torch, triton; sys.exit(torch.version.cuda is None and triton.__version__ != '$(TRITON_VERSION)')" \
+	  2>/dev/null || $(PIP) install -q "triton==$(TRITON_VERSION)"
+	@$(PYTHON) -c "import numpy, triton; print('triton', triton.__version__, '| numpy', numpy.__version__)"
+	@$(PYTHON) -c "import setuptools, sys; sys.exit(int(setuptools.__version__.split('.')[0]) < 77)" 2>/dev/null || \
+	  $(PIP) install -q "setuptools>=77"
 
 # An editable install (fastcnn.kernels and fastcnn.bench map to kernels/ and bench/), then an
 # incremental in-place build of fastcnn._C (ninja recompiles only what changed; both steps share
@@ -88,11 +107,36 @@ sm90-check:
 	$(PYTHON) tools/sm90_check.py
 
 # cuda-sim: the CUDA kernels and launchers compiled by the host compiler against a SIMT emulation
-# (fastcnn._C_cudasim; incremental, ninja). Skipped with the reason when no C++ compiler or no CUDA
-# headers are found; FASTCNN_SIM_ASAN_BUILD=1 also builds the AddressSanitizer variant. Not part
-# of `make demo` or of `pip install`.
+# (fastcnn._C_cudasim and its AddressSanitizer variant _C_cudasim_asan; incremental, ninja), then
+# every test marked cudasim (the op, fuzz, error and numerics tests on the targets cuda-sim and
+# cuda-sim-rev, tests/test_cuda_sim.py in three orders, LeNet-5), then the op tests' cuda-sim cases
+# once more under ASan (one order; the process preloads the ASan runtime). Skipped with the reason
+# when no C++ compiler or no CUDA headers are found, an error with FASTCNN_SIM_REQUIRE=1 (CI, where
+# nvcc is). FASTCNN_SIM_ASAN_BUILD=0 builds and runs without the ASan variant. Not part of `make
+# demo` or of `pip install`.
+FASTCNN_SIM_ASAN_BUILD ?= 1
+CUDASIM_TESTS ?= tests
+CUDASIM_ASAN_TESTS ?= tests/test_conv2d.py tests/test_conv1x1.py tests/test_max_pool2d.py tests/test_add_relu.py
+ASAN_PRELOAD = $(shell $(CXX) -print-file-name=libasan.so 2>/dev/null) $(shell $(CXX) -print-file-name=libstdc++.so.6 2>/dev/null)
+ASAN_ENV = env FASTCNN_SIM_ASAN=1 ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD="$(ASAN_PRELOAD)"
+# The ASan phase fails unless the ASan module is the one that loads (else its cases would skip).
+export CUDASIM_ASAN_LOADS = import sys, fastcnn._cudasim as s; ok = s.load() is not None and \
+  s.module_name().endswith("asan"); print("cuda-sim ASan:", "fastcnn." + s.module_name() if ok else s.ERROR); sys.exit(not ok)
+
 cuda-sim: build
-	@$(TIMED) "build: fastcnn._C_cudasim" $(PYTHON) tools/build_cudasim.py $(if $(filter 1,$(FASTCNN_SIM_ASAN_BUILD)),--asan)
+	@$(TIMED) "build: fastcnn._C_cudasim" $(PYTHON) tools/build_cudasim.py \
+	  $(if $(filter 1,$(FASTCNN_SIM_ASAN_BUILD)),--asan) $(if $(filter 1,$(FASTCNN_SIM_REQUIRE)),--require)
+	@if $(PYTHON) -c "import sys, fastcnn._cudasim as s; sys.exit(s.load() is None)" 2>/dev/null; then \
+	  $(TIMED) "pytest: cuda-sim (fwd + rev)" $(PYTHON) -m pytest $(CUDASIM_TESTS) $(PYTEST_ARGS) -m cudasim || exit 1; \
+	  if [ "$(FASTCNN_SIM_ASAN_BUILD)" = 1 ]; then \
+	    $(ASAN_ENV) $(PYTHON) -c "$$CUDASIM_ASAN_LOADS" || exit 1; \
+	    $(TIMED) "pytest: cuda-sim under ASan" $(ASAN_ENV) $(PYTHON) -m pytest $(CUDASIM_ASAN_TESTS) \
+	      $(PYTEST_ARGS) -k "cuda-sim and not cuda-sim-rev" || exit 1; \
+	  fi; \
+	else \
+	  echo "cuda-sim: tests skipped: fastcnn._C_cudasim was not built (see above)"; \
+	  [ "$(FASTCNN_SIM_REQUIRE)" != 1 ] || exit 1; \
+	fi
 
 # The CPU op benchmark against PyTorch (oneDNN); rows appended to bench/results/cpu_ops.csv.
 bench-cpu: build

@@ -29,8 +29,36 @@ import sys
 
 from setuptools import find_packages, setup
 
-import torch
-from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+def _no_torch_message():
+    """Why torch cannot be imported here, and what to type instead. pip's isolated build environment
+    (the default for `pip install .` / `pip wheel .`) hides the installed packages; the interpreter
+    outside it, asked without pip's PYTHONPATH/PYTHONNOUSERSITE, says whether torch is installed."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONNOUSERSITE", "PYTHONHOME")}
+    try:
+        out = subprocess.run([sys.executable, "-c", "import torch; print(torch.__version__)"], env=env,
+                             capture_output=True, text=True, timeout=60, cwd=os.path.expanduser("~"))
+        outside = out.stdout.strip().splitlines()[-1] if out.returncode == 0 and out.stdout.strip() else None
+    except (OSError, subprocess.SubprocessError):
+        outside = None
+    if outside:
+        have = (f"torch {outside} is installed for {sys.executable}, but this build runs in pip's isolated "
+                "build environment, which cannot see it.")
+    else:
+        have = ("torch cannot be imported: install it first (README, 'Install'), then build without isolation.")
+    return (f"fastcnn's extension compiles against the torch that is already installed. {have}\n"
+            "Build without isolation, in the environment that has torch:\n"
+            "    pip install --no-build-isolation .        (or: pip wheel --no-build-isolation .)\n"
+            "An isolated build would need a second torch inside pip's build environment (often the registry's "
+            "multi-GB CUDA build), and the extension would not match the torch it is imported into: torch is "
+            "deliberately not a build requirement.")
+
+
+try:
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension, include_paths
+except ImportError:
+    sys.exit("error: " + _no_torch_message())
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -88,6 +116,10 @@ class _BuildExt(BuildExtension.with_options(use_ninja=True)):
             return super().build_extension(ext)
         finally:
             del os.environ["MAX_JOBS"]
+
+
+def _system_includes():
+    return [f for d in include_paths() for f in ("-isystem", d)]
 
 
 def _rel(paths):
@@ -156,7 +188,10 @@ def _sm90_extension():
 def extensions():
     debug = _env_flag("FASTCNN_DEBUG")
     opt = ["-O0", "-g"] if debug else ["-O3"]
-    cxx_flags = opt + ["-std=c++17", "-fvisibility=hidden"]
+    # -Wall for fastcnn's own code; torch's headers as system headers (-isystem, which takes precedence
+    # over the -I torch adds): torch 2.13's c10/AutogradState.h alone printed 2 -Wc++20-extensions
+    # warnings per translation unit (16 per build), each with its include chain.
+    cxx_flags = opt + ["-std=c++17", "-fvisibility=hidden", "-Wall"] + _system_includes()
     # at::parallel_for is a header template: without -fopenmp its `omp parallel` is compiled out and
     # every CPU kernel runs on one thread (while MKL, called from it, opened a 2-thread region per
     # tiny GEMM: LeNet conv1 forward 4.2 ms on 2 threads against 1.0 ms on one). Linking -fopenmp
@@ -183,25 +218,11 @@ def extensions():
                          extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_flags)]
 
 
+# The metadata (name, version, license, dependencies, extras, scripts) is in pyproject.toml.
 setup(
-    name="fastcnn",
-    version="0.1.0",
-    description="Fused CNN kernels (conv+bias+residual+ReLU, 1x1 GEMM conv, max-pool, add+ReLU) "
-                "for PyTorch, in C++ (CPU), CUDA C++ and Triton",
     packages=find_packages(include=["fastcnn", "fastcnn.*"]) + ["fastcnn.kernels", "fastcnn.bench"],
     package_dir={"fastcnn": "fastcnn", "fastcnn.kernels": "kernels", "fastcnn.bench": "bench"},
-    package_data={"fastcnn.kernels": ["configs/*.json"]},
+    package_data={"fastcnn": ["py.typed"], "fastcnn.kernels": ["configs/*.json"]},
     ext_modules=extensions(),
     cmdclass={"build_ext": _BuildExt},
-    python_requires=">=3.10",
-    # torch is deliberately not listed: pip would otherwise replace the user's torch build (a CPU or
-    # a specific CUDA build) with the registry's default one. The Makefile installs it when missing.
-    install_requires=["numpy"],
-    extras_require={
-        "triton": ["triton"],
-        "demo": ["scikit-learn", "matplotlib", "tqdm"],
-        "bench": ["matplotlib", "tqdm"],
-        "test": ["pytest", "hypothesis"],
-    },
-    entry_points={"console_scripts": ["fastcnn-bench=fastcnn.__main__:bench_main"]},
 )

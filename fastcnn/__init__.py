@@ -7,6 +7,10 @@ autograd, fake kernels and torch.compile support, on CPU (C++), CUDA (CUDA C++) 
 
 import torch  # noqa: F401  (loads libc10/libtorch, which fastcnn._C links against)
 
+from ._versions import UnsupportedVersionWarning, warn_if_unsupported
+
+warn_if_unsupported()  # before loading _C: outside the tested range a failure below may be why
+
 try:
     from . import _C  # noqa: F401
 except ImportError as exc:  # pragma: no cover - a broken or missing build
@@ -24,12 +28,12 @@ from . import sm90  # noqa: E402  (the Hopper path: mode switch, _C_sm90 registr
 from . import _cudasim  # noqa: E402  (the cuda-sim backend, where `make cuda-sim` built it)
 
 __all__ = ["functional", "nn", "models", "fuse", "FuseReport", "backend", "set_backend", "get_backend",
-           "available_backends", "resolve", "explain", "Dispatch", "clear_weight_cache", "weight_cache_info"]
-__version__ = "0.1.0"
+           "available_backends", "resolve", "explain", "Dispatch", "UnsupportedVersionWarning",
+           "clear_weight_cache", "weight_cache_info"]
+__version__ = "0.1.0"  # the package version (pyproject.toml reads it from here)
 
 
 def _weight_cache_ops():
-    import torch
     for tag in ("cuda", "cudasim"):  # the CUDA launchers' builds (csrc/cuda/conv_engine.cpp)
         try:
             yield tag, getattr(torch.ops.fastcnn, f"_{tag}_weight_cache")

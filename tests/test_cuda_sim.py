@@ -7,7 +7,10 @@ csrc/cuda/sim/simt.cpp. Skipped (with the reason) when fastcnn._C_cudasim is not
 
 from __future__ import annotations
 
+import glob
+import importlib.util
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -16,11 +19,18 @@ import pytest
 import torch
 
 import fastcnn
+import fastcnn.functional as FF
 import fastcnn.testing
 from fastcnn import _cudasim
+from fastcnn.testing import assert_close
+from test_add_relu import run_case as run_add_relu
+from test_max_pool2d import run_case as run_max_pool2d
+from test_numerics import test_max_pool2d_empty_window as run_empty_window
+
+SIM = ("cuda-sim", "cpu")  # the (backend, device) pair of the op tests' run_case helpers
 
 ops = _cudasim.load()
-pytestmark = pytest.mark.skipif(ops is None, reason=f"cuda-sim unavailable: {_cudasim.ERROR}")
+pytestmark = [pytest.mark.cudasim, pytest.mark.skipif(ops is None, reason=f"cuda-sim unavailable: {_cudasim.ERROR}")]
 
 ORDERS = ["fwd", "rev", "rand:7"]
 
@@ -228,7 +238,7 @@ def _asan_built() -> bool:
 
 
 asan = pytest.mark.skipif(not (_asan_runtime() and _asan_built()),
-                          reason="ASan build of cuda-sim absent (make cuda-sim FASTCNN_SIM_ASAN=1) or no libasan")
+                          reason="ASan build of cuda-sim absent (make cuda-sim, FASTCNN_SIM_ASAN_BUILD=1) or no libasan")
 
 
 def run_asan(code: str) -> subprocess.CompletedProcess:
@@ -263,8 +273,26 @@ def test_asan_clean_run():
     assert res.returncode == 0 and "clean" in res.stdout, res.stderr[-3000:]
 
 
+# ---- selection: the backend's names, explain, the environment switch ----------------------------
+def test_selected_like_any_backend():
+    assert "cuda-sim" in fastcnn.available_backends()
+    x, w = torch.randn(1, 8, 6, 5), torch.randn(8, 8, 3, 3)
+    with fastcnn.backend("cuda-sim"):
+        assert fastcnn.resolve("conv2d", x.device) == "cuda-sim"
+        out, ran = fastcnn.explain(FF.conv2d, x, w, padding=1)
+    assert [(r.op, r.backend) for r in ran] == [("conv2d", "cuda-sim")], ran
+    with fastcnn.backend("auto"):
+        assert fastcnn.resolve("conv2d", x.device) == "cpu"  # never chosen by auto
+    assert_close(out, torch.nn.functional.conv2d(x.double(), w.double(), padding=1), torch.float32)
+    code = ("import torch, fastcnn; x = torch.randn(2, 3, 4, 5); "
+            "out, ran = fastcnn.explain(fastcnn.functional.add_relu, x, x); print(ran[0].backend)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, FASTCNN_BACKEND="cuda-sim"))
+    assert res.returncode == 0 and res.stdout.strip() == "cuda-sim", res.stderr[-2000:]
+
+
 # ---- the conv kernels on every forced tile and path, through the routed ops --------------------
-TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
+from fastcnn.testing import TOL, TOL_TF32  # noqa: E402
 CONV_GEOMS = {  # N, C, H, W, K, R, stride, padding, dilation, groups
     "3x3": (2, 16, 7, 6, 40, 3, 1, 1, 1, 1),
     "7x7s2-c3": (1, 3, 11, 9, 16, 7, 2, 3, 1, 1),
@@ -402,3 +430,121 @@ def test_cached_forward_has_no_aten_copy_or_fill():
     assert "fastcnn::_cudasim_conv2d" in runs[1], sorted(runs[1])
     assert "aten::copy_" in extra[0], extra[0]  # the packing, seen by the profiler
     assert not extra[1], extra[1]
+
+
+# ---- max_pool2d and add_relu on every forced path (both index widths, vector and scalar) --------
+POOL_CASES = [  # (N, C, H, W, kernel, stride, padding, dilation, ceil_mode); C = 16: every dtype's vectors
+    (2, 16, 9, 11, 3, 2, 1, 1, True),
+    (1, 16, 10, 9, (3, 2), (2, 1), (1, 0), (2, 3), False),
+    (1, 3, 7, 6, 2, 3, 1, 2, True),  # C = 3: the scalar NHWC kernels
+]
+POOL_FORCES = [f"pool_index32={i},pool_vec={v}" for i in (1, 0) for v in (1, 0)]
+EW_CASES = [  # (a's shape, b's shape, layout): flat, broadcast (strided), misaligned (offset views)
+    ((2, 8, 5, 7), (2, 8, 5, 7), "contiguous"),
+    ((2, 8, 5, 7), (8, 1, 7), "contiguous"),
+    ((3, 8, 5, 6), (3, 8, 5, 6), "channels_last"),
+    ((2, 3, 5, 7), (2, 3, 5, 7), "offset"),
+    ((2, 3, 5, 7), (2, 3, 5, 7), "strided"),
+]
+EW_FORCES = [f"ew_index32={i},ew_vec={v},ew_flat={f}" for i in (1, 0) for v in (1, 0) for f in (1, 0)]
+DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+DTYPE_IDS = lambda d: str(d).split(".")[1]  # noqa: E731
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("force", POOL_FORCES)
+def test_max_pool2d_forced_paths(dtype, force, order):
+    with _cudasim.forced(force), fastcnn.backend("cuda-sim"):
+        for cfg in POOL_CASES:
+            for layout in ("contiguous", "channels_last"):
+                run_max_pool2d(cfg, SIM, dtype, layout)
+        if dtype == torch.float64:  # windows with no input element: their gradient goes nowhere
+            # (PyTorch's own backward is no reference there: test_numerics.py says why)
+            for layout in ("contiguous", "channels_last"):
+                run_empty_window(SIM, layout)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("force", EW_FORCES)
+def test_add_relu_forced_paths(dtype, force, order):
+    with _cudasim.forced(force), fastcnn.backend("cuda-sim"):
+        for sa, sb, layout in EW_CASES:
+            run_add_relu(sa, sb, SIM, dtype, layout)
+
+
+# ---- every kernel instantiation of the nvcc build runs ------------------------------------------
+# The list is the nvcc build's (bench/results/cuda_ptxas.csv: tools/ptxas_usage.py over `make
+# cuda-check`'s sources, one row per kernel and arch), never what cuda-sim happened to launch; the
+# kernels cuda-sim compiled from the same source (its symbols) must be the same list, so a kernel
+# added without regenerating the CSV fails here too.
+KERNEL_DECL = re.compile(r"__global__\s+void\s+(?:__launch_bounds__\((?:[^()]|\([^()]*\))*\)\s*)?(\w+)\s*\(")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _source_kernel_names() -> set[str]:
+    names = set()
+    for path in glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")) + glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cuh")):
+        names.update(KERNEL_DECL.findall(open(path).read()))
+    return names
+
+
+def _sim_kernel_symbols(names: set[str]) -> set[str]:
+    """The sim module's symbols of those kernel templates (every instantiation it compiled)."""
+    so = importlib.util.find_spec(f"fastcnn.{_cudasim.module_name()}").origin
+    mangled = subprocess.run(["nm", "--defined-only", so], capture_output=True, text=True, check=True).stdout.split()
+    mangled = [m for m in mangled if m.startswith("_ZN7fastcnn4cuda")]
+    demangled = subprocess.run(["c++filt"], input="\n".join(mangled), capture_output=True, text=True,
+                               check=True).stdout.splitlines()
+    pat = re.compile(r"^(?:void )?fastcnn::cuda::(?:\w+::|\(anonymous namespace\)::)*(" + "|".join(names) + r")<")
+    return {m for m, d in zip(mangled, demangled) if pat.match(d)}
+
+
+def _sweep_every_instantiation():
+    """Small calls that reach each kernel instantiation through the routed ops: the conv family per
+    dtype (fp64, fp32 exact, tf32, fp16, bf16) x 3x3 and 1x1 x every tile x vector/scalar loads
+    and epilogue x every wgrad tile x its two operands' loaders x bias-grad loops; pool and add_relu
+    per dtype x every forced path. Each result is checked as in the tests above."""
+    geoms = [(2, 16, 6, 5, 16, 3, 1, 1, 1, 1), (2, 16, 5, 6, 16, 1, 1, 0, 1, 1)]
+    modes = [(torch.float64, False), (torch.float32, False), (torch.float32, True), (torch.float16, False),
+             (torch.bfloat16, False)]
+    prev = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        for dtype, tf32 in modes:
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
+            for geom in geoms:
+                for t in range(3):
+                    for v in (0, 1):
+                        for vb in (0, 1):
+                            force = (f"conv_tile={t},conv_vec={v},conv_epi_vec={vb},wgrad_tile={t % 2},wgrad_vec_a={v},"
+                                     f"wgrad_vec_b={vb},bias_chan_inner={v ^ vb},conv_images={1 + t % 2}")
+                            with _cudasim.forced(force):
+                                _conv_case(dtype, True, geom, TOL_TF32 if tf32 else TOL[dtype])
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = prev
+    for dtype in DTYPES:
+        for force in POOL_FORCES:
+            with _cudasim.forced(force):
+                for layout in ("contiguous", "channels_last"):
+                    run_max_pool2d(POOL_CASES[0], SIM, dtype, layout)
+        for force in EW_FORCES:
+            with _cudasim.forced(force):
+                run_add_relu(*EW_CASES[0][:2], SIM, dtype, "contiguous")
+                run_add_relu(*EW_CASES[1][:2], SIM, dtype, "contiguous")
+
+
+def test_every_nvcc_kernel_runs():
+    nvcc = set(_cudasim.nvcc_kernels())
+    assert len(nvcc) >= 200, f"bench/results/cuda_ptxas.csv lists {len(nvcc)} kernels"
+    names = _source_kernel_names()
+    assert {"conv_kmajor_kernel", "conv_wgrad_kernel", "pool_fwd_nchw", "ew_flat_vec_kernel"} <= names, names
+    compiled = _sim_kernel_symbols(names)
+    assert compiled == nvcc, ("the nvcc build's kernel list (bench/results/cuda_ptxas.csv; regenerate it with "
+                              "tools/ptxas_usage.py) and the kernels compiled from csrc/cuda differ: "
+                              f"only in the CSV {sorted(nvcc - compiled)[:5]}, only compiled {sorted(compiled - nvcc)[:5]}")
+    ops.launched(True)
+    with fastcnn.backend("cuda-sim"):
+        _sweep_every_instantiation()
+    ran = set(ops.launched(True))
+    missing = sorted(nvcc - ran)
+    demangled = subprocess.run(["c++filt"], input="\n".join(missing), capture_output=True, text=True).stdout
+    assert not missing, f"{len(missing)} of {len(nvcc)} kernels never ran:\n{demangled}"

@@ -1,3 +1,4 @@
+// size: one runtime; scheduler, collectives, cp.async and checks share the fiber and CTA state.
 // cuda-sim's runtime (see simt.h): fibers, the depth-first-by-warp scheduler, barriers, warp
 // collectives (shuffles, ldmatrix, mma.sync), deferred cp.async, the emulated CTA's shared memory
 // and the launch checks. Torch-free; compiled only into fastcnn._C_cudasim (-DFASTCNN_SIMT).
