@@ -1,6 +1,7 @@
 // Implicit-GEMM convolution, fprop and dgrad: conv_kmajor_kernel (device code) and its host
 // launch helpers (tile choice, stride phases, batch chunks), torch-free. Part of the igemm family
 // (igemm.cuh); wgrad is igemm_wgrad.cuh, the tile configurations are in igemm_common.cuh.
+// size: the kernel, its loader and math policies share the main loop's invariants (stated below).
 //
 // ================================================================================================
 // fprop / dgrad: conv_kmajor_kernel  (C[M, N] = A[M, K] * B[N, K]^T, both operands K-contiguous)
