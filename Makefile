@@ -20,7 +20,7 @@ NVCC ?= nvcc
 # Each test phase prints its wall time (CI's budget: the default suite within 15 minutes).
 TIMED := tools/timed.sh
 
-.PHONY: demo test test-triton triton-aot triton-aot-full install deps torch build cuda-check sm90-check cuda-sim bench-cpu check clean
+.PHONY: demo test test-triton triton-aot triton-aot-full install deps torch build cuda-check sass-report sm90-check cuda-sim bench-cpu check clean
 
 # The main job (python -m fastcnn demo; outputs in ./demo-out). DEMO_ARGS passes options, e.g.
 # make demo DEMO_ARGS="--data ~/mnist --out /tmp/demo" (python -m fastcnn demo --help lists them).
@@ -101,6 +101,16 @@ install: deps
 # its time): nvcc for the .cu files, c++ -fsyntax-only for the launchers, MAX_JOBS at a time.
 cuda-check:
 	@NVCC="$(NVCC)" CXX="$(CXX)" PYTHON="$(PYTHON)" tools/cuda_check.sh
+
+# The main loop of every tensor-core instantiation (conv_kmajor/conv_wgrad kernels) read from the
+# SASS of cuda-check's objects (build/cuda-check; compiled here if missing): instructions per HMMA,
+# HMMA share, registers, spills, shared memory, CTAs/SM; rows labelled SASS_LABEL (default
+# "current") in bench/results/sass_mainloop.csv, other labels kept; lists the instantiations that
+# spill (SASS_ARGS=--check fails on them). No GPU.
+SASS_LABEL ?= current
+SASS_ARGS ?=
+sass-report:
+	@$(TIMED) "sass-report" $(PYTHON) tools/sass_report.py --compile --label $(SASS_LABEL) $(SASS_ARGS)
 
 # The Hopper path's translation units (csrc/cuda/sm90/*.cu, CUTLASS SM90), each compiled on its own
 # for sm_90a with the pinned CUTLASS headers; fails on serialised wgmma (ptxas C7510), on any spill,

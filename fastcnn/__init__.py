@@ -28,8 +28,30 @@ from . import sm90  # noqa: E402  (the Hopper path: mode switch, _C_sm90 registr
 from . import _cudasim  # noqa: E402  (the cuda-sim backend, where `make cuda-sim` built it)
 
 __all__ = ["functional", "nn", "models", "fuse", "FuseReport", "backend", "set_backend", "get_backend",
-           "available_backends", "resolve", "explain", "Dispatch", "UnsupportedVersionWarning"]
+           "available_backends", "resolve", "explain", "Dispatch", "UnsupportedVersionWarning",
+           "clear_weight_cache", "weight_cache_info"]
 __version__ = "0.1.0"  # the package version (pyproject.toml reads it from here)
+
+
+def _weight_cache_ops():
+    for tag in ("cuda", "cudasim"):  # the CUDA launchers' builds (csrc/cuda/conv_engine.cpp)
+        try:
+            yield tag, getattr(torch.ops.fastcnn, f"_{tag}_weight_cache")
+        except (AttributeError, RuntimeError):
+            pass
+
+
+def clear_weight_cache() -> None:
+    """Drop the CUDA kernels' cached packed weights (both layouts, every device). Only frozen weights
+    (``requires_grad`` false) are cached, keyed on the storage and the version counter: in-place
+    writes need no call; writes through ``weight.data`` bypass the version counter and do."""
+    for _, op in _weight_cache_ops():
+        op(True)
+
+
+def weight_cache_info() -> dict:
+    """{backend tag: {"entries", "bytes", "hits", "misses"}} of the packed-weight caches."""
+    return {tag: dict(zip(("entries", "bytes", "hits", "misses"), op(False))) for tag, op in _weight_cache_ops()}
 
 _cudasim.load()
 _init_from_env()

@@ -20,6 +20,7 @@ import torch
 
 import fastcnn
 import fastcnn.functional as FF
+import fastcnn.testing
 from fastcnn import _cudasim
 from fastcnn.testing import assert_close
 from test_add_relu import run_case as run_add_relu
@@ -336,6 +337,99 @@ def test_conv_engine_forced_paths(dtype, force, order):
     with _cudasim.forced(FORCES[force]), fastcnn.backend("cuda-sim"):
         for i, geom in enumerate(CONV_GEOMS.values()):
             _conv_case(dtype, (i + force) % 2 == 1, geom, TOL[dtype])
+
+
+# ---- the packed-weight cache (csrc/cuda/conv_engine.cpp) -----------------------------------------
+def _cache():
+    return fastcnn.weight_cache_info()["cudasim"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=lambda d: str(d).split(".")[1])
+def test_weight_cache_sees_in_place_updates(dtype, order):
+    """A cached packed weight is reused while the weight is unchanged, and never after an in-place
+    write (version counter), for the fprop and dgrad layouts; inference tensors bypass the cache."""
+    N, C, H, W, K = 2, 16, 7, 6, 24
+    args = ([1, 1], [1, 1], [1, 1], 1, "relu")
+    fastcnn.clear_weight_cache()
+    x = torch.randn(N, C, H, W, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    w = (torch.randn(K, C, 3, 3) / (9 * C) ** 0.5).to(dtype)
+    go = torch.randn(N, K, H, W, dtype=dtype)
+
+    def check(y, gx):
+        xd, wd = x.double().requires_grad_(), w.double()
+        pre = torch.nn.functional.conv2d(xd, wd, None, 1, 1)
+        assert _rel(y, pre.relu()) <= TOL[dtype], "forward"
+        (rx,) = torch.autograd.grad(pre, [xd], go.double() * (y.double() > 0))
+        assert _rel(gx, rx) <= TOL[dtype], "grad_input"
+
+    with fastcnn.backend("cuda-sim"):
+        def run():
+            y = torch.ops.fastcnn.conv2d(x, w, None, None, *args)
+            gx = torch.ops.fastcnn._conv2d_backward(go, x, w, y, *args, [True, False, False, False])[0]
+            return y, gx
+
+        y1, gx1 = run()
+        check(y1, gx1)
+        assert _cache()["misses"] == 2 and _cache()["entries"] == 2  # fprop + dgrad layouts
+        y1b, gx1b = run()
+        assert _cache()["hits"] == 2 and _cache()["entries"] == 2
+        assert torch.equal(y1, y1b) and torch.equal(gx1, gx1b)
+        with torch.no_grad():
+            w[:, :4].neg_()  # in place, part of the weight
+        y2, gx2 = run()
+        assert _cache()["misses"] == 4 and _cache()["entries"] == 2  # the old versions dropped
+        assert not torch.equal(y1, y2) and not torch.equal(gx1, gx2)
+        check(y2, gx2)
+        w.copy_(torch.randn_like(w) / (9 * C) ** 0.5)  # copy_ bumps the version too
+        check(*run())
+        fastcnn.clear_weight_cache()
+        assert _cache() == {"entries": 0, "bytes": 0, "hits": 0, "misses": 0}
+        with torch.inference_mode():
+            wi = w.clone()
+        yi = torch.ops.fastcnn.conv2d(x, wi, None, None, *args)
+        assert torch.equal(yi, run()[0]) and _cache()["entries"] == 2  # wi: no entry
+        wg = w.clone().requires_grad_()  # a trained weight: .data writes (gradcheck) are invisible to _version
+        yg = torch.ops.fastcnn.conv2d(x, wg, None, None, *args)
+        wg.data.neg_()
+        yg2 = torch.ops.fastcnn.conv2d(x, wg, None, None, *args)
+        assert not torch.equal(yg, yg2)
+        ref = torch.nn.functional.conv2d(x.double(), wg.detach().double(), None, 1, 1).relu()
+        assert _rel(yg2, ref) <= TOL[dtype]
+        assert _cache()["entries"] == 2  # wg: never cached
+
+
+def test_weight_cache_never_hits_a_freed_storage(order):
+    fastcnn.clear_weight_cache()
+    x = torch.randn(1, 8, 5, 5).contiguous(memory_format=torch.channels_last)
+    args = ([1, 1], [1, 1], [1, 1], 1, "none")
+    with fastcnn.backend("cuda-sim"):
+        for _ in range(4):  # fresh weights of one shape: the allocator may hand out the same address
+            w = torch.randn(8, 8, 3, 3)
+            y = torch.ops.fastcnn.conv2d(x, w, None, None, *args)
+            assert _rel(y, torch.nn.functional.conv2d(x.double(), w.double(), None, 1, 1)) <= TOL[torch.float32]
+            del w
+        assert _cache()["hits"] == 0 and _cache()["entries"] == 1  # expired entries are dropped
+
+
+def test_cached_forward_has_no_aten_copy_or_fill():
+    """Issue 17's per-call target, its ATen half: a conv forward with a cached (frozen) weight and a
+    channels_last input runs no ATen copy, fill or zeros next to the kernel (cuda-sim runs the CUDA
+    launchers, so their ATen calls are the GPU build's)."""
+    fastcnn.clear_weight_cache()
+    x = torch.randn(2, 16, 7, 6).contiguous(memory_format=torch.channels_last)
+    w, b = torch.randn(24, 16, 3, 3), torch.randn(24)
+    args = ([1, 1], [1, 1], [1, 1], 1, "relu")
+    fastcnn.testing.set_poison(False)  # the suite's NaN fill of new outputs is a test-only aten::fill_
+    runs = []
+    with fastcnn.backend("cuda-sim"):
+        for _ in range(2):  # the first packs the weight (and fills the cache), the second does not
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                torch.ops.fastcnn.conv2d(x, w, b, None, *args)
+            runs.append({e.key for e in prof.key_averages()})
+    extra = [sorted(n for n in names if any(k in n for k in ("copy", "fill", "zero"))) for names in runs]
+    assert "fastcnn::_cudasim_conv2d" in runs[1], sorted(runs[1])
+    assert "aten::copy_" in extra[0], extra[0]  # the packing, seen by the profiler
+    assert not extra[1], extra[1]
 
 
 # ---- max_pool2d and add_relu on every forced path (both index widths, vector and scalar) --------

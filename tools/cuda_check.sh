@@ -8,6 +8,9 @@
 # c10/cuda/impl/cuda_cmake_macros.h: a stub (build/cuda-check-shim, searched after torch's own
 # include dirs) stands in for it.
 #
+# The .cu objects stay in build/cuda-check (CUDA_CHECK_OBJS): tools/sass_report.py (make sass-report)
+# reads their SASS without compiling again.
+#
 # Jobs run MAX_JOBS at a time (default: the core count), heaviest first: on 2 cores one at a time
 # took 3m14s against CI's 3-minute budget. Environment: NVCC, CXX, PYTHON, CUDA_HOME, MAX_JOBS.
 set -uo pipefail
@@ -22,6 +25,8 @@ START=$SECONDS
 command -v "$NVCC" >/dev/null 2>&1 || { echo "cuda-check: $NVCC not found"; exit 1; }
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/fastcnn-cuda-check.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
+objs=${CUDA_CHECK_OBJS:-build/cuda-check}
+mkdir -p "$objs"
 
 # The .cu files, largest translation unit first (the implicit-GEMM convs dominate), so that the
 # short ones fill the other core instead of leaving one waiting at the end.
@@ -60,7 +65,7 @@ for f in $cus; do
   n=$((n + 1))
   job "$n" "nvcc $f" "$NVCC" -std=c++17 -O3 --expt-relaxed-constexpr -Icsrc -Xcompiler -Wall \
     -gencode=arch=compute_80,code=sm_80 -gencode=arch=compute_90,code=sm_90 \
-    -c "$f" -o "$tmp/$(basename "$f" .cu).o" &
+    -c "$f" -o "$objs/$(basename "$f" .cu).o" &
   while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done
 done
 for f in $cpps; do

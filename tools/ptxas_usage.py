@@ -51,11 +51,12 @@ def ptx_bounds(keep_dir: str) -> dict:
     return out
 
 
-def compile_one(path: str, nvcc: str, log, root: str = HERE) -> list[dict]:
+def compile_one(path: str, nvcc: str, log, root: str = HERE, objs: str | None = None) -> list[dict]:
     keep = tempfile.mkdtemp(prefix="fastcnn_ptxas_")
+    obj = os.path.join(objs, os.path.basename(path).replace(".cu", ".o")) if objs else os.path.join(keep, "out.o")
     cmd = [nvcc, "-std=c++17", "-O3", "--expt-relaxed-constexpr", "-Icsrc", "-Xptxas", "-v",
            "-gencode=arch=compute_80,code=sm_80", "-gencode=arch=compute_90,code=sm_90",
-           "-keep", "-keep-dir", keep, "-c", path, "-o", os.path.join(keep, "out.o")]
+           "-keep", "-keep-dir", keep, "-c", path, "-o", obj]
     t0 = time.time()
     try:
         res = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
@@ -140,17 +141,20 @@ def main() -> None:
     ap.add_argument("--log", help="raw ptxas output")
     ap.add_argument("--nvcc", default=os.environ.get("NVCC", "nvcc"))
     ap.add_argument("--root", default=HERE, help="source tree (default: this checkout)")
+    ap.add_argument("--objs", help="keep the objects here (tools/sass_report.py --objs reads them)")
     args = ap.parse_args()
     if args.diff:
         sys.exit(diff(*args.diff))
     if not args.out:
         ap.error("--out is required")
+    if args.objs:
+        os.makedirs(args.objs, exist_ok=True)
     root = os.path.abspath(args.root)
     files = args.files or sorted(os.path.relpath(p, root) for p in glob.glob(os.path.join(root, "csrc/cuda/*.cu")))
     rows = []
     with open(args.log or os.devnull, "w") as log:
         for f in files:
-            rows += compile_one(f, args.nvcc, log, root)
+            rows += compile_one(f, args.nvcc, log, root, args.objs and os.path.abspath(args.objs))
     rows.sort(key=lambda r: (r["kernel"], r["arch"]))
     cols = ["kernel", "arch", "registers", "spill_stores", "spill_loads", "stack", "smem", "barriers", "max_threads",
             "file"]

@@ -62,6 +62,9 @@ inline Strides4 strides4(const at::Tensor& t) {
 #ifdef FASTCNN_SIMT
 inline cudaStream_t current_stream() { return nullptr; }
 
+// cuda-sim has no graphs.
+inline bool stream_capturing(cudaStream_t) { return false; }
+
 inline int64_t num_sms() {
   static const int64_t v = [] {
     const char* e = std::getenv("FASTCNN_SIM_SMS");
@@ -87,6 +90,13 @@ inline void check_cuda(const char* op, const at::Tensor& t, const char* name) {
   } while (0)
 #else
 inline cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
+
+// True while `stream` is being captured into a CUDA graph (caches must not be filled then).
+inline bool stream_capturing(cudaStream_t stream) {
+  cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+  C10_CUDA_CHECK(cudaStreamIsCapturing(stream, &st));
+  return st != cudaStreamCaptureStatusNone;
+}
 
 using DeviceGuard = c10::cuda::CUDAGuard;
 

@@ -9,14 +9,23 @@
 // strides and is coalesced along W for NCHW. Outputs are written directly in the op's format by
 // the epilogue (NCHW included), so no output copy is ever made.
 //
-// Weights are packed per call into the GEMM layouts (small: at most a few MB):
+// Weights are packed into the GEMM layouts (small: at most a few MB), once per weight version:
 //   fprop  [K][R][S][cpad]        cpad = C/G rounded up to a 16-byte chunk, zero padded;
 //   dgrad  [G][C/G][R][S][kpad]   kpad = K/G rounded up likewise.
+// The packed copies of frozen weights are cached (PackedWeightCache below): a forward with cached
+// weights and a channels_last input is one kernel launch, no at::zeros + permute copy.
 #include "cuda/conv_engine.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <ATen/TensorIterator.h>
+#include <c10/core/StorageImpl.h>
+#include <c10/util/intrusive_ptr.h>
+#include <torch/library.h>
+
+#include <list>
+#include <mutex>
+#include <vector>
 
 #include "backend.h"
 #include "cuda/conv1x1_kernel.cuh"
@@ -62,6 +71,141 @@ const void* ptr_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr()
 
 }  // namespace
 
+// ------------------------------------------------------------------------------------------------
+// Packed-weight cache. An entry is valid for the weight's storage (held by a weak reference: the
+// StorageImpl cannot be freed and its address reused while the reference exists, so a live weak
+// reference plus an equal address is the same storage; an expired one never hits), its version
+// counter (every in-place write bumps it: optimizer steps, copy_ under no_grad), offset, sizes,
+// strides, dtype, device, layout and stream (the packing ran there: another stream would race it).
+// Only frozen weights (requires_grad false) are cached: writes through `w.data` bump a separate
+// version counter, and code that trains or checks gradients writes that way (torch.autograd.gradcheck
+// perturbs its inputs through .data "to get around the version check"); a trained weight changes
+// every step anyway, so caching it would save nothing. Also bypassed (packed per call, never
+// stored) for inference tensors (no version counter) and during CUDA-graph capture (a graph must
+// read the live weight at replay, and would otherwise hold an entry's memory past its eviction).
+// Bounded by entries and bytes, LRU; one mutex (a lookup is a short scan, ~0.1-1 us, next to the
+// 5-10 us of a zeros + copy). A frozen weight written through .data needs
+// fastcnn.clear_weight_cache().
+// ------------------------------------------------------------------------------------------------
+namespace {
+
+enum class PackLayout { Fprop, Dgrad };
+
+class PackedWeightCache {
+ public:
+  static constexpr size_t kMaxEntries = 512;
+  static constexpr int64_t kMaxBytes = int64_t(512) << 20;
+
+  template <typename Pack>
+  at::Tensor get(const at::Tensor& w, PackLayout layout, int64_t pad, int64_t groups, cudaStream_t stream,
+                 Pack&& pack) {
+    if (w.requires_grad() || w.is_inference() || stream_capturing(stream)) return pack();
+    Key k{w.storage().unsafeGetStorageImpl(), w._version(), w.storage_offset(), w.sizes().vec(), w.strides().vec(),
+          w.scalar_type(), w.device(), layout, pad, groups, stream};
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (auto it = lru_.begin(); it != lru_.end(); ++it) {
+        if (it->key == k && !it->weak.expired()) {
+          ++hits_;
+          lru_.splice(lru_.begin(), lru_, it);
+          return it->packed;
+        }
+      }
+      ++misses_;
+    }
+    at::Tensor packed = pack();  // outside the lock: it launches work
+    std::lock_guard<std::mutex> lock(mu_);
+    // Drop entries of freed storages and older versions of this one, then the least recently used.
+    for (auto it = lru_.begin(); it != lru_.end();) {
+      const bool stale = it->weak.expired() || (it->key.storage == k.storage && it->key.layout == k.layout &&
+                                                it->key.version != k.version);
+      it = stale ? erase(it) : std::next(it);
+    }
+    const int64_t nbytes = int64_t(packed.nbytes());
+    if (nbytes > kMaxBytes) return packed;
+    while (!lru_.empty() && (lru_.size() >= kMaxEntries || bytes_ + nbytes > kMaxBytes)) erase(std::prev(lru_.end()));
+    lru_.push_front(Entry{std::move(k), w.storage().getWeakStorageImpl(), packed});
+    bytes_ += nbytes;
+    return packed;
+  }
+
+  // {entries, bytes, hits, misses}; clear: drop every entry (and reset the counters).
+  std::vector<int64_t> stats(bool clear) {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<int64_t> out{int64_t(lru_.size()), bytes_, hits_, misses_};
+    if (clear) {
+      lru_.clear();
+      bytes_ = hits_ = misses_ = 0;
+    }
+    return out;
+  }
+
+ private:
+  struct Key {
+    const c10::StorageImpl* storage;
+    int64_t version, offset;
+    std::vector<int64_t> sizes, strides;
+    at::ScalarType dtype;
+    at::Device device;
+    PackLayout layout;
+    int64_t pad, groups;
+    cudaStream_t stream;
+    bool operator==(const Key& o) const {
+      return storage == o.storage && version == o.version && offset == o.offset && sizes == o.sizes &&
+             strides == o.strides && dtype == o.dtype && device == o.device && layout == o.layout &&
+             pad == o.pad && groups == o.groups && stream == o.stream;
+    }
+  };
+  struct Entry {
+    Key key;
+    c10::weak_intrusive_ptr<c10::StorageImpl> weak;
+    at::Tensor packed;
+  };
+
+  std::list<Entry>::iterator erase(std::list<Entry>::iterator it) {
+    bytes_ -= int64_t(it->packed.nbytes());
+    return lru_.erase(it);
+  }
+
+  std::mutex mu_;
+  std::list<Entry> lru_;
+  int64_t bytes_ = 0, hits_ = 0, misses_ = 0;
+};
+
+PackedWeightCache& weight_cache() {
+  static PackedWeightCache* cache = new PackedWeightCache();  // never destroyed: no teardown-order issues
+  return *cache;
+}
+
+std::vector<int64_t> weight_cache_op(bool clear) { return weight_cache().stats(clear); }
+
+// fprop layout [K][R][S][cpad].
+at::Tensor fprop_weight(const at::Tensor& weight, const ConvGeom& g, int64_t cpad, cudaStream_t stream) {
+  return weight_cache().get(weight, PackLayout::Fprop, cpad, g.G, stream, [&] {
+    at::Tensor wp = at::zeros({g.K, g.R, g.S, cpad}, weight.options());
+    wp.narrow(3, 0, g.Cg()).copy_(weight.permute({0, 2, 3, 1}));
+    return wp;
+  });
+}
+
+// dgrad layout [G][C/G][R][S][kpad].
+at::Tensor dgrad_weight(const at::Tensor& weight, const ConvGeom& g, int64_t kpad, cudaStream_t stream) {
+  return weight_cache().get(weight, PackLayout::Dgrad, kpad, g.G, stream, [&] {
+    const int64_t Cg = g.Cg(), Kg = g.Kg();
+    at::Tensor wt = at::zeros({g.G, Cg, g.R, g.S, kpad}, weight.options());
+    wt.narrow(4, 0, Kg).copy_(weight.reshape({g.G, Kg, Cg, g.R, g.S}).permute({0, 2, 3, 4, 1}));
+    return wt;
+  });
+}
+
+}  // namespace
+
+// fastcnn::_cuda_weight_cache / _cudasim_weight_cache(clear): fastcnn.clear_weight_cache() and
+// fastcnn.weight_cache_info() call them.
+TORCH_LIBRARY_FRAGMENT(fastcnn, m) {
+  m.def(FASTCNN_CUDA_OP("weight_cache") "(bool clear=False) -> int[]", &weight_cache_op);
+}
+
 at::Tensor conv_forward_cuda(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                              const std::optional<at::Tensor>& residual, const ConvGeom& g, Activation act) {
   check_cuda("conv2d", input, "input");
@@ -75,8 +219,8 @@ at::Tensor conv_forward_cuda(const at::Tensor& input, const at::Tensor& weight, 
   const int64_t cpad = conv_pad_channels(Cg, input.element_size());
   check_index_range("conv2d", g, cpad, 0);
   const at::Tensor x = act_operand(input, Cg);
-  at::Tensor wp = at::zeros({g.K, g.R, g.S, cpad}, weight.options());
-  wp.narrow(3, 0, Cg).copy_(weight.permute({0, 2, 3, 1}));
+  const cudaStream_t stream = current_stream();
+  const at::Tensor wp = fprop_weight(weight, g, cpad, stream);
   const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
   const at::Tensor r = residual.has_value() ? residual->contiguous(fmt) : at::Tensor();
 
@@ -94,7 +238,6 @@ at::Tensor conv_forward_cuda(const at::Tensor& input, const at::Tensor& weight, 
   p.relu = act == Activation::ReLU;
   p.tf32 = tf32_allowed(input);
   p.num_sms = num_sms();
-  const cudaStream_t stream = current_stream();
   const bool one = is_1x1(g);
   FASTCNN_CUDA_DISPATCH(input.scalar_type(), "fastcnn_conv_forward_cuda", [&] {
     if (one)
@@ -139,10 +282,9 @@ at::Tensor conv_dgrad(const GradOperands& go, const at::Tensor& input, const at:
                       at::MemoryFormat fmt, Sm90Backward& hopper) {
   at::Tensor gx = new_output(input.sizes(), input.options().memory_format(fmt));
   if (gx.numel() == 0 || hopper.dgrad(gx)) return gx;
-  const int64_t Cg = g.Cg(), Kg = g.Kg();
-  const int64_t kpad = conv_pad_channels(Kg, input.element_size());
-  at::Tensor wt = at::zeros({g.G, Cg, g.R, g.S, kpad}, weight.options());
-  wt.narrow(4, 0, Kg).copy_(weight.reshape({g.G, Kg, Cg, g.R, g.S}).permute({0, 2, 3, 4, 1}));
+  const int64_t kpad = conv_pad_channels(g.Kg(), input.element_size());
+  const cudaStream_t stream = current_stream();
+  const at::Tensor wt = dgrad_weight(weight, g, kpad, stream);
   ConvDgradParams p{};
   p.s = g;
   p.gy = go.gy.data_ptr();
@@ -155,7 +297,6 @@ at::Tensor conv_dgrad(const GradOperands& go, const at::Tensor& input, const at:
   p.dxs = strides4(gx);
   p.tf32 = tf32_allowed(input);
   p.num_sms = num_sms();
-  const cudaStream_t stream = current_stream();
   const bool one = is_1x1(g);
   FASTCNN_CUDA_DISPATCH(input.scalar_type(), "fastcnn_conv_dgrad_cuda", [&] {
     if (one)

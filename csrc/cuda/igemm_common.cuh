@@ -1,10 +1,13 @@
 // Shared by the implicit-GEMM conv passes (igemm_fprop.cuh, igemm_wgrad.cuh): the tile
 // configurations of both passes, and host helpers also used by the grad_bias reduction
-// (conv2d_kernel.cu): the 16-byte operand test, batch chunks below 2^31 GEMM rows, pointer
-// offsets. Torch-free.
+// (conv2d_kernel.cu): the shared-memory attribute (set once), the 16-byte operand test, batch
+// chunks below 2^31 GEMM rows, pointer offsets. Torch-free.
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <mutex>
+#include <utility>
 
 #include "cuda/common.cuh"
 
@@ -84,6 +87,28 @@ using WSimtD = WSimtCfg<64, 64, 4, 4, 8, 3>;
 // ------------------------------------------------------------------------------------------------
 // Host helpers
 // ------------------------------------------------------------------------------------------------
+// cudaFuncSetAttribute(MaxDynamicSharedMemorySize) once per kernel and device (the attribute
+// persists in the context; the call took ~1-2 us of host time on every launch). Returns false when
+// it fails: the error is left for the launcher's cudaGetLastError check (FASTCNN_KERNEL_LAUNCH_CHECK
+// raises it) and the caller skips the launch, which would fail less legibly.
+template <typename Kernel>
+bool allow_dynamic_smem(Kernel* kernel, int bytes) {
+  if (bytes <= 48 * 1024) return true;
+  int dev = 0;
+#ifndef FASTCNN_SIMT
+  if (cudaGetDevice(&dev) != cudaSuccess) return false;
+#endif
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, int>* done = new std::map<std::pair<const void*, int>, int>();
+  const std::pair<const void*, int> key(reinterpret_cast<const void*>(kernel), dev);
+  std::lock_guard<std::mutex> lock(mu);
+  const auto it = done->find(key);
+  if (it != done->end() && it->second >= bytes) return true;
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) != cudaSuccess) return false;
+  (*done)[key] = bytes;
+  return true;
+}
+
 // 16-byte accesses along channels are allowed for a [N, C, Y, X] tensor view.
 template <typename T>
 bool vec_ok(const void* ptr, const Strides4& s, int64_t channels) {

@@ -1,6 +1,7 @@
 // Implicit-GEMM convolution, fprop and dgrad: conv_kmajor_kernel (device code) and its host
 // launch helpers (tile choice, stride phases, batch chunks), torch-free. Part of the igemm family
 // (igemm.cuh); wgrad is igemm_wgrad.cuh, the tile configurations are in igemm_common.cuh.
+// size: the kernel, its loader and math policies share the main loop's invariants (stated below).
 //
 // ================================================================================================
 // fprop / dgrad: conv_kmajor_kernel  (C[M, N] = A[M, K] * B[N, K]^T, both operands K-contiguous)
@@ -108,7 +109,7 @@ int kmajor_smem_bytes(bool mask) {
 // ------------------------------------------------------------------------------------------------
 // K-major operand loader (fprop/dgrad)
 // ------------------------------------------------------------------------------------------------
-template <typename T, int BM, int BN, int THREADS, bool kVecA, bool k1x1>
+template <typename T, int BM, int BN, int THREADS, bool kVecA, bool k1x1, bool kMask>
 struct KMajorLoader {
   static constexpr int EPC = 16 / int(sizeof(T));  // elements per 16-byte chunk
   static constexpr int BKE = 64 / int(sizeof(T));  // K elements per tile
@@ -118,10 +119,24 @@ struct KMajorLoader {
   static constexpr int ROW_STEP = THREADS / 4;
   static_assert((BM * 4) % THREADS == 0 && A_CH >= 1, "A chunk slots");
   static_assert(THREADS % BM == 0, "scalar path: one fixed row per thread");
+  // Rows ROW_STEP apart share the swizzle term (row >> 1) & 3: a thread's chunk i sits at
+  // dst + i * ROW_STEP * 64 bytes of a stage (one precomputed offset, the rest immediates).
+  static_assert(ROW_STEP % 8 == 0, "chunk rows share the swizzle");
 
+  // Precomputed iterator (CUTLASS's idea): what the main loop needs is kept per thread -- row
+  // offsets, the tap's offset from them, the stage offset -- and advanced by additions; the
+  // 64-bit products (coordinates x strides) run once per tap change, not per chunk per tile.
+  // With the ldmatrix offsets of TcMathK::init: bf16 TcL loop 261 -> 236 instructions per 32 HMMA,
+  // TcM 359 -> 265 (sm_90, bench/results/sass_mainloop.csv); under the 128-register cap ptxas still
+  // rematerialises the B row offsets each tile, and the tap-change branch counts in the loop body.
   int col;         // this thread's chunk column (0..3)
   int kc, ks, kr;  // K decomposition of the chunk column at the next tile to load
-  // vector path: per A chunk row
+  int dy, dx;      // kr * ya_kr, ks * xa_ks: the tap's coordinate shift
+  int64_t a_tap;   // dy * as.h + dx * as.w + kc: the tap's offset from a row's a_base (vector path)
+  int64_t b_tap;   // b_tap0 + kr * b_kr + ks * b_ks + kc: the B offset of the tap
+  uint32_t dst;    // byte offset of this thread's first chunk in a stage
+  // vector path: per A chunk row, the offset of its first tap (may be negative: padding), and the
+  // tap's coordinates (bounds checks)
   int64_t a_base[kVecA ? A_CH : 1];
   int a_y[kVecA ? A_CH : 1], a_x[kVecA ? A_CH : 1];
   // B rows
@@ -161,11 +176,7 @@ struct KMajorLoader {
       for (int i = 0; i < A_CH; ++i) {
         const int row = (tid >> 2) + i * ROW_STEP;
         row_info(p, m0 + row, g, a_base[i], a_y[i], a_x[i]);
-        if constexpr (k1x1) {
-          // 1x1 without padding: a valid row's coordinate is always inside the input (fprop:
-          // p*sh < H; dgrad phase (0,0): h/sh < P), so the whole offset is fixed per row.
-          if (a_y[i] != kInvalidCoord) a_base[i] += int64_t(a_y[i]) * p.as.h + int64_t(a_x[i]) * p.as.w;
-        }
+        if (a_y[i] != kInvalidCoord) a_base[i] += int64_t(a_y[i]) * p.as.h + int64_t(a_x[i]) * p.as.w;
       }
     } else {
       row_info(p, m0 + tid % BM, g, s_base, s_y, s_x);
@@ -177,75 +188,91 @@ struct KMajorLoader {
       b_ok[i] = row < BN && n < p.Ngemm;
       b_base[i] = b_ok[i] ? (int64_t(g) * p.Ngemm + n) * p.ldb : 0;
     }
+    dst = uint32_t(kmajor_chunk(tid >> 2, col) * 16);
+    set_tap(p);
   }
 
+  __device__ __forceinline__ void set_tap(const GemmParams& p) {
+    dy = kr * p.ya_kr;
+    dx = ks * p.xa_ks;
+    a_tap = int64_t(dy) * p.as.h + int64_t(dx) * p.as.w + kc;
+    b_tap = p.b_tap0 + int64_t(kr) * p.b_kr + int64_t(ks) * p.b_ks + kc;
+  }
+
+  // Next tile: BKE further along the channels of the tap; past cpad, the next tap(s).
   __device__ __forceinline__ void advance(const GemmParams& p) {
     kc += BKE;
-    while (kc >= p.cpad) {
-      kc -= p.cpad;
-      if (++ks == p.ns) {
-        ks = 0;
-        ++kr;
-      }
+    a_tap += BKE;
+    b_tap += BKE;
+    if (kc >= p.cpad) {
+      do {
+        kc -= p.cpad;
+        if (++ks == p.ns) {
+          ks = 0;
+          ++kr;
+        }
+      } while (kc >= p.cpad);
+      set_tap(p);
     }
   }
 
   // B chunks of the next tile -> stage sB (cp.async).
   __device__ __forceinline__ void load_b(const GemmParams& p, unsigned char* sB, int tid) const {
     const T* b = static_cast<const T*>(p.b);
-    const int64_t tap = p.b_tap0 + int64_t(kr) * p.b_kr + int64_t(ks) * p.b_ks + kc;
+    const uint32_t s = smem_addr(sB) + dst;
+    const bool in_k = kr < p.nr;
 #pragma unroll
     for (int i = 0; i < B_CH; ++i) {
       const int row = (tid >> 2) + i * ROW_STEP;
       if (B_CH * THREADS > BN * 4 && row >= BN) break;
-      const bool ok = b_ok[i] && kr < p.nr;
-      cp_async16(smem_addr(sB + kmajor_chunk(row, col) * 16), ok ? b + b_base[i] + tap : b, ok);
+      const bool ok = b_ok[i] && in_k;
+      cp_async16(s + uint32_t(i * ROW_STEP * 64), ok ? b + b_base[i] + b_tap : b, ok);
     }
   }
 
   // Vector path: A chunks (and the mask's) of the next tile -> stage (cp.async).
-  __device__ __forceinline__ void load_a_async(const GemmParams& p, unsigned char* sA, unsigned char* sM,
-                                               int tid) const {
+  __device__ __forceinline__ void load_a_async(const GemmParams& p, unsigned char* sA, unsigned char* sM) const {
     const T* a = static_cast<const T*>(p.a);
-    const T* mk = static_cast<const T*>(p.mask);
+    [[maybe_unused]] const T* mk = static_cast<const T*>(p.mask);
+    const uint32_t sa = smem_addr(sA) + dst;
+    [[maybe_unused]] const uint32_t sm = kMask ? smem_addr(sM) + dst : 0u;
+    const bool in_k = kr < p.nr;
 #pragma unroll
     for (int i = 0; i < A_CH; ++i) {
-      const int row = (tid >> 2) + i * ROW_STEP;
       bool ok;
-      int64_t off;
       if constexpr (k1x1) {
-        ok = a_y[i] != kInvalidCoord && kr < p.nr;
-        off = a_base[i] + kc;
+        // 1x1 without padding: a valid row's coordinate is always inside the input (fprop:
+        // p*sh < H; dgrad phase (0,0): h/sh < P).
+        ok = a_y[i] != kInvalidCoord && in_k;
       } else {
-        const int y = a_y[i] + kr * p.ya_kr, x = a_x[i] + ks * p.xa_ks;
-        ok = kr < p.nr && unsigned(y) < unsigned(p.aY) && unsigned(x) < unsigned(p.aX);
-        off = a_base[i] + int64_t(y) * p.as.h + int64_t(x) * p.as.w + kc;
+        const int y = a_y[i] + dy, x = a_x[i] + dx;
+        ok = in_k && unsigned(y) < unsigned(p.aY) && unsigned(x) < unsigned(p.aX);
       }
-      const int dst = kmajor_chunk(row, col) * 16;
-      cp_async16(smem_addr(sA + dst), ok ? a + off : a, ok);
-      if (mk != nullptr) cp_async16(smem_addr(sM + dst), ok ? mk + off : mk, ok);
+      const int64_t off = a_base[i] + a_tap;
+      const uint32_t d = uint32_t(i * ROW_STEP * 64);
+      cp_async16(sa + d, ok ? a + off : a, ok);
+      if constexpr (kMask) cp_async16(sm + d, ok ? mk + off : mk, ok);
     }
   }
 
   // Vector path, ReLU mask: zero the gradient where the forward output is <= 0, in the chunks
   // this thread copied itself (after its wait_group, before the CTA barrier).
-  __device__ __forceinline__ void mask_own(unsigned char* sA, const unsigned char* sM, int tid) const {
+  __device__ __forceinline__ void mask_own(unsigned char* sA, const unsigned char* sM) const {
 #pragma unroll
     for (int i = 0; i < A_CH; ++i) {
-      const int row = (tid >> 2) + i * ROW_STEP;
-      const int dst = kmajor_chunk(row, col) * 16;
-      Vec16<T> gv = *reinterpret_cast<const Vec16<T>*>(sA + dst);
-      const Vec16<T> ov = *reinterpret_cast<const Vec16<T>*>(sM + dst);
+      const int d = int(dst) + i * ROW_STEP * 64;
+      Vec16<T> gv = *reinterpret_cast<const Vec16<T>*>(sA + d);
+      const Vec16<T> ov = *reinterpret_cast<const Vec16<T>*>(sM + d);
 #pragma unroll
       for (int e = 0; e < EPC; ++e) gv.v[e] = relu_grad(gv.v[e], ov.v[e]);
-      *reinterpret_cast<Vec16<T>*>(sA + dst) = gv;
+      *reinterpret_cast<Vec16<T>*>(sA + d) = gv;
     }
   }
 
   // Scalar path: A elements of the tile starting at K index k0 -> registers (masked).
   __device__ __forceinline__ void load_a_regs(const GemmParams& p, int k0, int tid) {
     const T* a = static_cast<const T*>(p.a);
-    const T* mk = static_cast<const T*>(p.mask);
+    [[maybe_unused]] const T* mk = static_cast<const T*>(p.mask);
     constexpr int KSTEP = THREADS / BM;
 #pragma unroll
     for (int e = 0; e < A_EL; ++e) {
@@ -260,7 +287,7 @@ struct KMajorLoader {
       if (ok) {
         const int64_t off = s_base + int64_t(y) * p.as.h + int64_t(x) * p.as.w + int64_t(c) * p.as.c;
         v = a[off];
-        if (mk != nullptr) v = relu_grad(v, mk[off]);
+        if constexpr (kMask) v = relu_grad(v, mk[off]);
       }
       regs[e] = v;
     }
@@ -284,6 +311,18 @@ template <typename T, typename Cfg>
 struct TcMathK {
   static constexpr int MI = Cfg::MI, NI = Cfg::NI;
   float acc[MI][NI][4];
+  // This lane's ldmatrix row chunks in a stage at k-step 0 (bytes). Rows 16 apart share the
+  // swizzle (+1024 bytes, an immediate); k-step 1 is chunk column bit 1, i.e. byte-address bit 5,
+  // which row * 64 and the stage bases leave clear: offset ^ 32. (Recomputed from the thread index
+  // every tile before: S2R + the swizzle in every loop.)
+  uint32_t a_ld, b_ld;
+
+  __device__ __forceinline__ void init(int tid) {
+    const int lane = tid & 31, warp = tid >> 5;
+    const int wm0 = (warp / Cfg::WARPS_N) * Cfg::WM, wn0 = (warp % Cfg::WARPS_N) * Cfg::WN;
+    a_ld = uint32_t(kmajor_chunk(wm0 + (lane & 15), lane >> 4) * 16);
+    b_ld = uint32_t(kmajor_chunk(wn0 + (lane & 7) + ((lane >> 4) << 3), (lane >> 3) & 1) * 16);
+  }
 
   __device__ __forceinline__ void zero() {
 #pragma unroll
@@ -294,24 +333,20 @@ struct TcMathK {
         for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
   }
 
-  __device__ __forceinline__ void compute(const unsigned char* sA, const unsigned char* sB, int tid) {
-    const int lane = tid & 31, warp = tid >> 5;
-    const int wm0 = (warp / Cfg::WARPS_N) * Cfg::WM, wn0 = (warp % Cfg::WARPS_N) * Cfg::WN;
+  __device__ __forceinline__ void compute(const unsigned char* sA, const unsigned char* sB, int) {
     const uint32_t a_s = smem_addr(sA), b_s = smem_addr(sB);
 #pragma unroll
     for (int kst = 0; kst < 2; ++kst) {  // two 32-byte k-steps per 64-byte stage
       uint32_t af[MI][4], bf[NI][2];
+      const uint32_t ka = a_s + (a_ld ^ uint32_t(kst * 32)), kb = b_s + (b_ld ^ uint32_t(kst * 32));
 #pragma unroll
       for (int mi = 0; mi < MI; ++mi) {
-        const int row = wm0 + mi * 16 + (lane & 15);
-        ldsm_x4(a_s + kmajor_chunk(row, kst * 2 + (lane >> 4)) * 16, af[mi][0], af[mi][1], af[mi][2], af[mi][3]);
+        ldsm_x4(ka + uint32_t(mi * 16 * 64), af[mi][0], af[mi][1], af[mi][2], af[mi][3]);
         Mma<T>::prep(af[mi]);
       }
 #pragma unroll
       for (int nj = 0; nj < NI / 2; ++nj) {
-        const int row = wn0 + nj * 16 + (lane & 7) + ((lane >> 4) << 3);
-        ldsm_x4(b_s + kmajor_chunk(row, kst * 2 + ((lane >> 3) & 1)) * 16, bf[2 * nj][0], bf[2 * nj][1],
-                bf[2 * nj + 1][0], bf[2 * nj + 1][1]);
+        ldsm_x4(kb + uint32_t(nj * 16 * 64), bf[2 * nj][0], bf[2 * nj][1], bf[2 * nj + 1][0], bf[2 * nj + 1][1]);
         Mma<T>::prep_b(bf[2 * nj]);
         Mma<T>::prep_b(bf[2 * nj + 1]);
       }
@@ -345,6 +380,8 @@ struct SimtMathK {
   using A = typename Num<T>::acc_t;
   static constexpr int TM = Cfg::TM, TN = Cfg::TN;
   A acc[TM][TN];
+
+  __device__ __forceinline__ void init(int) {}
 
   __device__ __forceinline__ static void coords(int tid, int& tm, int& tn) {
     const int lane = tid & 31, warp = tid >> 5;
@@ -493,20 +530,21 @@ __device__ __forceinline__ void epilogue_store(const GemmParams& p, const typena
 // The fprop/dgrad kernel
 // ------------------------------------------------------------------------------------------------
 // The register cap (MIN_BLOCKS CTAs/SM) applies to the cp.async path; the scalar fallback keeps
-// its staged elements in registers and would spill under it.
-template <typename T, typename Cfg, bool kVecA, bool k1x1>
+// its staged elements in registers and would spill under it. kMask (dgrad after a ReLU: p.mask is
+// the forward output) is a template parameter so that the no-mask main loop holds nothing of it:
+// as a run-time branch it cost the bf16 TcL loop 97 of its 382 instructions (SASS, sm_90).
+template <typename T, typename Cfg, bool kVecA, bool k1x1, bool kMask>
 __global__ void __launch_bounds__(Cfg::THREADS, kVecA ? Cfg::MIN_BLOCKS : 1) conv_kmajor_kernel(const GemmParams p) {
   constexpr int BM = Cfg::BM, BN = Cfg::BN, THREADS = Cfg::THREADS, STAGES = Cfg::STAGES;
   constexpr int BKE = 64 / int(sizeof(T));
-  using Loader = KMajorLoader<T, BM, BN, THREADS, kVecA, k1x1>;
+  using Loader = KMajorLoader<T, BM, BN, THREADS, kVecA, k1x1, kMask>;
   using Math = typename MathK<T, Cfg>::type;
   using A = typename Num<T>::acc_t;
 
   FASTCNN_DYNAMIC_SMEM(smem);
-  const bool has_mask = p.mask != nullptr;
   unsigned char* sA = smem;
   unsigned char* sB = sA + STAGES * BM * 64;
-  unsigned char* sM = sB + STAGES * BN * 64;  // ReLU-mask stages (only when has_mask)
+  unsigned char* sM = sB + STAGES * BN * 64;  // ReLU-mask stages (only with kMask)
 
   const int tid = threadIdx.x;
   const int tile_m = blockIdx.x / p.ntiles_n, tile_n = blockIdx.x % p.ntiles_n;  // N fastest: the
@@ -517,6 +555,7 @@ __global__ void __launch_bounds__(Cfg::THREADS, kVecA ? Cfg::MIN_BLOCKS : 1) con
   Loader ld;
   ld.init(p, m0, n0, g, tid);
   Math math;
+  math.init(tid);
   math.zero();
 
   const int num_k = (p.Kgemm + BKE - 1) / BKE;
@@ -527,7 +566,7 @@ __global__ void __launch_bounds__(Cfg::THREADS, kVecA ? Cfg::MIN_BLOCKS : 1) con
     if (s < num_k) {
       ld.load_b(p, sB + s * BN * 64, tid);
       if constexpr (kVecA) {
-        ld.load_a_async(p, sA + s * BM * 64, sM + s * BM * 64, tid);
+        ld.load_a_async(p, sA + s * BM * 64, sM + s * BM * 64);
       } else {
         ld.load_a_regs(p, s * BKE, tid);
         ld.store_a_regs(sA + s * BM * 64, tid);
@@ -541,7 +580,7 @@ __global__ void __launch_bounds__(Cfg::THREADS, kVecA ? Cfg::MIN_BLOCKS : 1) con
     const int stage = kt % STAGES;
     cp_async_wait<STAGES - 2>();
     if constexpr (kVecA) {
-      if (has_mask) ld.mask_own(sA + stage * BM * 64, sM + stage * BM * 64, tid);
+      if constexpr (kMask) ld.mask_own(sA + stage * BM * 64, sM + stage * BM * 64);
     }
     __syncthreads();
     const int lt = kt + STAGES - 1;
@@ -549,7 +588,7 @@ __global__ void __launch_bounds__(Cfg::THREADS, kVecA ? Cfg::MIN_BLOCKS : 1) con
     if (lt < num_k) {
       ld.load_b(p, sB + lstage * BN * 64, tid);
       if constexpr (kVecA)
-        ld.load_a_async(p, sA + lstage * BM * 64, sM + lstage * BM * 64, tid);
+        ld.load_a_async(p, sA + lstage * BM * 64, sM + lstage * BM * 64);
       else
         ld.load_a_regs(p, lt * BKE, tid);
       ld.advance(p);
@@ -568,7 +607,7 @@ __global__ void __launch_bounds__(Cfg::THREADS, kVecA ? Cfg::MIN_BLOCKS : 1) con
   constexpr int ld_n = BN + 8, ld_m = BM + 8;
   A* cs = reinterpret_cast<A*>(smem);
   // Same layout as kmajor_smem_bytes: [max(ring, C tile)][row_out: BM int64][row_res: BM int64].
-  const int ring = STAGES * (BM + BN + (has_mask ? BM : 0)) * 64;
+  constexpr int ring = STAGES * (BM + BN + (kMask ? BM : 0)) * 64;
   constexpr int ctile = (BM * ld_n > BN * ld_m ? BM * ld_n : BN * ld_m) * int(sizeof(A));
   int64_t* row_out = reinterpret_cast<int64_t*>(smem + (ring > ctile ? ring : ctile));
   int64_t* row_res = row_out + BM;
@@ -600,8 +639,12 @@ void launch_kmajor_cfg(GemmParams gp, bool vec_a, int groups, cudaStream_t strea
   const int smem = kmajor_smem_bytes<T, Cfg>(gp.mask != nullptr);
   const int64_t tm = ceil_div64(gp.M, Cfg::BM), tn = ceil_div64(gp.Ngemm, Cfg::BN);
   gp.ntiles_n = int(tn);
-  auto kernel = vec_a ? conv_kmajor_kernel<T, Cfg, true, k1x1> : conv_kmajor_kernel<T, Cfg, false, k1x1>;
-  if (smem > 48 * 1024) cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  const bool mask = gp.mask != nullptr;
+  auto kernel = vec_a ? (mask ? conv_kmajor_kernel<T, Cfg, true, k1x1, true>
+                              : conv_kmajor_kernel<T, Cfg, true, k1x1, false>)
+                      : (mask ? conv_kmajor_kernel<T, Cfg, false, k1x1, true>
+                              : conv_kmajor_kernel<T, Cfg, false, k1x1, false>);
+  if (!allow_dynamic_smem(kernel, smem)) return;  // the error stays for the launcher's check
   // gridDim.z <= 65535: launch the groups in slices.
   for (int g0 = 0; g0 < groups; g0 += 65535) {
     gp.group0 = g0;

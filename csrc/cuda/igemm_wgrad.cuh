@@ -489,7 +489,7 @@ void launch_wgrad_cfg(WgradGemmParams wp, bool vec_a, bool vec_b, int64_t splits
   wp.ntiles_n = int(tn);
   auto kernel = vec_a ? (vec_b ? conv_wgrad_kernel<T, Cfg, true, true, k1x1> : conv_wgrad_kernel<T, Cfg, true, false, k1x1>)
                       : (vec_b ? conv_wgrad_kernel<T, Cfg, false, true, k1x1> : conv_wgrad_kernel<T, Cfg, false, false, k1x1>);
-  if (smem > 48 * 1024) cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (!allow_dynamic_smem(kernel, smem)) return;  // the error stays for the launcher's check
   for (int g0 = 0; g0 < groups; g0 += 65535) {
     wp.group0 = g0;
     const int gz = groups - g0 < 65535 ? groups - g0 : 65535;
