@@ -35,7 +35,15 @@ from . import common
 DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
           "fp64": torch.float64}
 BATCH = {"cpu": {"lenet5": 64, "default": 8}, "cuda": {"lenet5": 1024, "default": 64}}
-BASELINE, PROVIDERS, FASTCNN_BACKEND = common.BASELINE, common.PROVIDERS, common.FASTCNN_BACKEND
+# The CPU defaults (batch, image size; None: the network's own): issue 20's configurations, seconds
+# per training step on 2 cores. An explicit --batch / --image-size replaces them.
+CPU_CONFIGS = {"lenet5": (64, None), "alexnet": (8, 127), "googlenet": (4, 112), "resnet18": (8, 112),
+               "resnet50": (4, 112)}
+BASELINE, FASTCNN_BACKEND = common.BASELINE, common.FASTCNN_BACKEND
+# "fastcnn_fuse": fastcnn.fuse() of the baseline model itself (the torchvision-user path), on the
+# auto backend; its speedup is over the same model unfused.
+FUSE = "fastcnn_fuse"
+PROVIDERS = {k: v + [FUSE] for k, v in common.PROVIDERS.items()}
 # Offered, not run by default: max-autotune compiles for minutes per network.
 EXTRA_PROVIDERS = {"cpu": ["torch_compile"], "cuda": ["torch_compile_max_autotune"]}
 MODES = ("inference", "train")
@@ -112,17 +120,22 @@ def make_step(model, mode: str, x, target):
 
 @contextlib.contextmanager
 def _provider_context(provider: str):
-    if provider in FASTCNN_BACKEND:
+    if provider in FASTCNN_BACKEND or provider == FUSE:
         import fastcnn
 
-        with fastcnn.backend(FASTCNN_BACKEND[provider]):
+        with fastcnn.backend(FASTCNN_BACKEND.get(provider, "auto")):
             yield
     else:
         yield
 
 
 def _prepare(provider, base, fm, device, dtype, layout):
-    model = fm if provider in FASTCNN_BACKEND else base
+    if provider == FUSE:
+        import fastcnn
+
+        model = fastcnn.fuse(base)  # a deep copy
+    else:
+        model = fm if provider in FASTCNN_BACKEND else base
     model = model.to(device=device, dtype=dtype)
     if layout == "nhwc":
         model = model.to(memory_format=torch.channels_last)
@@ -189,8 +202,12 @@ def run(device="cpu", nets=None, modes=MODES, batch=None, dtype="fp32", layout="
         quick=False, out=None, image_size=None, rounds=1, num_classes=1000, echo=print, cuda_graphs=False):
     """Time every (network, mode, provider); returns the rows (appended to ``out`` when given).
 
-    ``rounds`` > 1 repeats each provider's measurement, alternating providers, and keeps each
-    provider's fastest round (a shared machine's load comes and goes)."""
+    ``rounds`` > 1 repeats each provider's measurement, the providers alternating within each round
+    (a shared machine's load hits them alike): ``ms_p50`` is the median over rounds of each round's
+    median, ``ms_p20``/``ms_p80`` the spread over rounds (within the one round when rounds < 3), and
+    ``speedup`` the median over rounds of that round's baseline time over the provider's
+    (``speedup_p20``/``speedup_p80`` its spread): a ratio of neighbours in time, robust to load.
+    On the CPU, ``batch``/``image_size`` None take CPU_CONFIGS."""
     kind = _kind(device)
     providers = list(providers or PROVIDERS[kind])
     base_name = BASELINE[kind]
@@ -205,8 +222,11 @@ def run(device="cpu", nets=None, modes=MODES, batch=None, dtype="fp32", layout="
     fmt = torch.channels_last if layout == "nhwc" else torch.contiguous_format
     env = common.env_row(device)
     rows = []
+    size_arg = image_size
     for name in nets or DEFAULT_NETS:
-        b = batch or BATCH[kind].get(name, BATCH[kind]["default"])
+        cfg_b, cfg_s = CPU_CONFIGS.get(name, (None, None)) if kind == "cpu" else (None, None)
+        b = batch or cfg_b or BATCH[kind].get(name, BATCH[kind]["default"])
+        image_size = size_arg or cfg_s
         shape = input_shape(name, image_size)
         base, fm = build_pair(name, num_classes, image_size=image_size)
         g = torch.Generator().manual_seed(1)
@@ -231,28 +251,38 @@ def run(device="cpu", nets=None, modes=MODES, batch=None, dtype="fp32", layout="
                     steps[prov] = (model, step)
                 except Exception as exc:  # a provider that cannot run is reported, not fatal
                     echo(f"  skip {prov} {name} {mode}: {type(exc).__name__}: {exc}")
-            best, peak_mb = {}, {}
+            per, peak_mb = {p: [] for p in steps}, {}
             for _ in range(max(1, rounds)):
                 for prov, (_, step) in steps.items():
                     if kind == "cuda":
                         torch.cuda.synchronize()
                         torch.cuda.reset_peak_memory_stats()
                     with _provider_context(prov):
-                        t = common.time_fn(step, device, quick)
+                        per[prov].append(common.time_fn(step, device, quick))
                     if kind == "cuda":  # the allocator's peak while the step ran (CPU: not measured)
                         peak_mb[prov] = torch.cuda.max_memory_allocated() / 2**20
-                    if prov not in best or t[0] < best[prov][0]:
-                        best[prov] = t
-            base_ms = best.get(base_name, (None,))[0]
+            best, ratio = {}, {}
+            for prov, ts in per.items():
+                p50s = [t[0] for t in ts]
+                med = common.quantile(p50s, 0.5)
+                best[prov] = ((med, common.quantile(p50s, 0.2), common.quantile(p50s, 0.8)) if len(ts) >= 3
+                              else (med, ts[0][1], ts[0][2]))
+                if base_name in per:
+                    r = [bt[0] / t[0] for bt, t in zip(per[base_name], ts)]
+                    ratio[prov] = tuple(common.quantile(r, q) for q in (0.5, 0.2, 0.8))
             for prov, (p50, p20, p80) in best.items():
+                sp = ratio.get(prov, (None, None, None))
                 rows.append({**env, "kind": "model", "name": name, "mode": mode, "dtype": dtype, "layout": layout,
                              "batch": b, "shape": "x".join(map(str, shape)), "provider": prov, "ms_p50": p50,
                              "ms_p20": p20, "ms_p80": p80,
                              "tflops": flops * b / (p50 * 1e-3) / 1e12 if flops else None, "gbps": None,
-                             "speedup": base_ms / p50 if base_ms else None, "images_per_s": b / (p50 * 1e-3),
+                             "speedup": sp[0], "images_per_s": b / (p50 * 1e-3),
                              "cuda_graphs": bool(cuda_graphs and kind == "cuda"), "peak_mem_mb": peak_mb.get(prov),
-                             "out_rel_err": out_err.get(prov)})
-            echo("  " + f"{mode:9s} " + "  ".join(f"{p} {t[0]:.2f}ms" for p, t in best.items()))
+                             "out_rel_err": out_err.get(prov), "rounds": len(per[prov]),
+                             "speedup_p20": sp[1], "speedup_p80": sp[2]})
+            echo("  " + f"{mode:9s} " + "  ".join(
+                f"{p} {t[0]:.2f}ms" + (f" (x{ratio[p][0]:.2f} [{ratio[p][1]:.2f}-{ratio[p][2]:.2f}])"
+                                       if p != base_name and p in ratio else "") for p, t in best.items()))
             # the train step mutated the models' weights: restore them for the next mode
             base, fm = build_pair(name, num_classes, image_size=image_size)
     if out:
@@ -266,10 +296,13 @@ def summarize(rows, baseline, echo=print):
     for r in rows:
         if r["provider"] != baseline and r.get("speedup"):
             ratio = 1.0 / r["speedup"]
+            lo, hi = r.get("speedup_p20"), r.get("speedup_p80")
             table.append({"network": r["name"], "mode": r["mode"], "provider": r["provider"], "batch": r["batch"],
-                          "ms": r["ms_p50"], "images/s": r["images_per_s"], "time ratio": ratio})
+                          "ms": r["ms_p50"], "images/s": r["images_per_s"], "speedup": r["speedup"],
+                          "p20-p80": f"{lo:.2f}-{hi:.2f}" if lo and hi else "", "time ratio": ratio})
             worst = ratio if not worst >= ratio else worst
-    echo(common.markdown_table(table, ["network", "mode", "provider", "batch", "ms", "images/s", "time ratio"]))
+    echo(common.markdown_table(table, ["network", "mode", "provider", "batch", "ms", "images/s", "speedup",
+                                       "p20-p80", "time ratio"]))
     echo(f"worst time ratio vs {baseline}: {worst:.3f} (< 1 is faster); geomean "
          f"{common.geomean([t['time ratio'] for t in table]):.3f}")
     return worst
@@ -284,10 +317,12 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", default="fp32", help="fp32, tf32, fp16, bf16")
     ap.add_argument("--layout", default="nchw", choices=["nchw", "nhwc"])
     ap.add_argument("--providers", default=None)
-    ap.add_argument("--batch", type=int, default=None, help="images per step (default: lenet5 64, others 8 on the "
-                    "CPU; 1024 and 64 on the GPU)")
-    ap.add_argument("--image-size", type=int, default=None, help="input size of the ImageNet networks (224)")
-    ap.add_argument("--rounds", type=int, default=1, help="measure each provider this often, keep the fastest")
+    ap.add_argument("--batch", type=int, default=None, help="images per step (default on the CPU: CPU_CONFIGS; "
+                    "1024 and 64 on the GPU)")
+    ap.add_argument("--image-size", type=int, default=None, help="input size of the ImageNet networks (default on "
+                    "the CPU: CPU_CONFIGS; 224 on the GPU)")
+    ap.add_argument("--rounds", type=int, default=1, help="rounds, the providers interleaved in each; medians "
+                    "and the p20-p80 spread over rounds")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--max-ratio", type=float, default=None, help="exit 1 when a time ratio exceeds this")
     ap.add_argument("--out", default=None, help="CSV to append to")

@@ -87,7 +87,7 @@ def env_row(device: str) -> dict:
             "device": device_name(device), **versions()}
 
 
-def _quantile(xs, q):
+def quantile(xs, q):
     xs = sorted(xs)
     if not xs:
         return float("nan")
@@ -103,7 +103,7 @@ def time_cpu(fn, min_run_time=0.3):
     fn()  # warm-up (first-call allocations, lazy init)
     m = Timer("fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time)
     per = [t / m.number_per_run * 1e3 for t in m.raw_times]
-    return m.median * 1e3, _quantile(per, 0.2), _quantile(per, 0.8)
+    return m.median * 1e3, quantile(per, 0.2), quantile(per, 0.8)
 
 
 def time_gpu(fn, warmup=25, rep=100):

@@ -187,10 +187,12 @@ def models_table(rows):
     out = [{"network": r["name"], "mode": r["mode"], "dtype": r["dtype"], "layout": r["layout"],
             "batch": r["batch"], "provider": r["provider"], "ms": _f(r["ms_p50"]),
             "images/s": _f(r.get("images_per_s")), "speedup": _f(r.get("speedup")),
+            "p20-p80": (f"{_f(r['speedup_p20']):.2f}-{_f(r['speedup_p80']):.2f}"
+                        if _f(r.get("speedup_p20")) and _f(r.get("speedup_p80")) else "-"),
             "peak MB": _f(r.get("peak_mem_mb")), "graphs": r.get("cuda_graphs", "")} for r in rows]
     out = [{k: ("-" if v is None else v) for k, v in r.items()} for r in out]
     return common.markdown_table(out, ["network", "mode", "dtype", "layout", "batch", "provider", "ms", "images/s",
-                                       "speedup", "peak MB", "graphs"])
+                                       "speedup", "p20-p80", "peak MB", "graphs"])
 
 
 def plot(out_dir, echo=print) -> list[str]:
@@ -346,7 +348,8 @@ def parser():
     ap.add_argument("--modes", default=None, help="op modes fwd,bwd,fwd+bwd and/or network modes inference,train")
     ap.add_argument("--batch", type=int, default=None, help="op batch (default per network: bench_ops.BATCH)")
     ap.add_argument("--batches", default=None, help="network batches (default 1,32,256 on a GPU; 64/8 on a CPU)")
-    ap.add_argument("--rounds", type=int, default=1, help="network timings: repeat, keep each provider's best")
+    ap.add_argument("--rounds", type=int, default=3, help="network timings: rounds, providers interleaved; "
+                    "medians and p20-p80 over rounds")
     ap.add_argument("--cuda-graphs", action="store_true", help="networks: capture each step in a CUDA graph "
                     "(every provider) and time its replay")
     ap.add_argument("--no-plots", action="store_true")
