@@ -11,9 +11,10 @@ the same dtype, memory format and batch; on the GPU ``cudnn.benchmark=True`` and
 * ``train``: ``model.train()``, one SGD step (momentum 0.9) on cross-entropy (GoogLeNet: + 0.3 x each
   auxiliary loss, as torchvision's recipe): zero_grad, forward, backward, step.
 
-Rows go to ``--out`` (bench/common.COLUMNS, kind ``model``, plus ``images_per_s``); ``speedup`` is
-the baseline's time over the provider's. The summary prints the time ratio fastcnn / baseline per
-network and mode and the worst one (``--max-ratio R`` makes the exit status 1 above R).
+Rows go to ``--out`` (bench/common.COLUMNS, kind ``model``, plus ``images_per_s``, ``rounds``,
+``speedup_lo``, ``speedup_hi``); ``speedup`` is the baseline's time over the provider's (> 1:
+faster). The summary prints the speedup per network and mode with its range over rounds and the
+lowest one (``--min-speedup S`` makes the exit status 1 below S).
 
     python -m fastcnn.bench.bench_models --device cpu --nets lenet5,resnet18 --quick
 """
@@ -202,12 +203,10 @@ def run(device="cpu", nets=None, modes=MODES, batch=None, dtype="fp32", layout="
         quick=False, out=None, image_size=None, rounds=1, num_classes=1000, echo=print, cuda_graphs=False):
     """Time every (network, mode, provider); returns the rows (appended to ``out`` when given).
 
-    ``rounds`` > 1 repeats each provider's measurement, the providers alternating within each round
-    (a shared machine's load hits them alike): ``ms_p50`` is the median over rounds of each round's
-    median, ``ms_p20``/``ms_p80`` the spread over rounds (within the one round when rounds < 3), and
-    ``speedup`` the median over rounds of that round's baseline time over the provider's
-    (``speedup_p20``/``speedup_p80`` its spread): a ratio of neighbours in time, robust to load.
-    On the CPU, ``batch``/``image_size`` None take CPU_CONFIGS."""
+    ``rounds`` > 1 repeats each provider's measurement, alternating providers; each row reports the
+    median and p20/p80 over the samples of every round, and ``speedup_lo``/``speedup_hi``, the
+    range of the per-round speedups (baseline round median / provider round median). On the CPU,
+    ``batch``/``image_size`` None take CPU_CONFIGS."""
     kind = _kind(device)
     providers = list(providers or PROVIDERS[kind])
     base_name = BASELINE[kind]
@@ -251,38 +250,34 @@ def run(device="cpu", nets=None, modes=MODES, batch=None, dtype="fp32", layout="
                     steps[prov] = (model, step)
                 except Exception as exc:  # a provider that cannot run is reported, not fatal
                     echo(f"  skip {prov} {name} {mode}: {type(exc).__name__}: {exc}")
-            per, peak_mb = {p: [] for p in steps}, {}
+            # Rounds alternate the providers (a shared machine's load comes and goes). A row reports
+            # the median over every sample of every round with its p20/p80, and the range of the
+            # per-round speedups: the spread, never the best round.
+            taken, peak_mb = {prov: [] for prov in steps}, {}
             for _ in range(max(1, rounds)):
                 for prov, (_, step) in steps.items():
                     if kind == "cuda":
                         torch.cuda.synchronize()
                         torch.cuda.reset_peak_memory_stats()
                     with _provider_context(prov):
-                        per[prov].append(common.time_fn(step, device, quick))
+                        taken[prov].append(common.samples(step, device, quick))
                     if kind == "cuda":  # the allocator's peak while the step ran (CPU: not measured)
-                        peak_mb[prov] = torch.cuda.max_memory_allocated() / 2**20
-            best, ratio = {}, {}
-            for prov, ts in per.items():
-                p50s = [t[0] for t in ts]
-                med = common.quantile(p50s, 0.5)
-                best[prov] = ((med, common.quantile(p50s, 0.2), common.quantile(p50s, 0.8)) if len(ts) >= 3
-                              else (med, ts[0][1], ts[0][2]))
-                if base_name in per:
-                    r = [bt[0] / t[0] for bt, t in zip(per[base_name], ts)]
-                    ratio[prov] = tuple(common.quantile(r, q) for q in (0.5, 0.2, 0.8))
-            for prov, (p50, p20, p80) in best.items():
-                sp = ratio.get(prov, (None, None, None))
+                        peak_mb[prov] = max(peak_mb.get(prov, 0.0), torch.cuda.max_memory_allocated() / 2**20)
+            stats = {prov: common.summary([t for rnd in got for t in rnd]) for prov, got in taken.items() if got}
+            base_ms = stats.get(base_name, (None,))[0]
+            for prov, (p50, p20, p80) in stats.items():
+                per_round = ([common.summary(b)[0] / common.summary(t)[0] for b, t in zip(taken[base_name], taken[prov])]
+                             if base_ms else [])
                 rows.append({**env, "kind": "model", "name": name, "mode": mode, "dtype": dtype, "layout": layout,
                              "batch": b, "shape": "x".join(map(str, shape)), "provider": prov, "ms_p50": p50,
                              "ms_p20": p20, "ms_p80": p80,
                              "tflops": flops * b / (p50 * 1e-3) / 1e12 if flops else None, "gbps": None,
-                             "speedup": sp[0], "images_per_s": b / (p50 * 1e-3),
+                             "speedup": base_ms / p50 if base_ms else None, "images_per_s": b / (p50 * 1e-3),
                              "cuda_graphs": bool(cuda_graphs and kind == "cuda"), "peak_mem_mb": peak_mb.get(prov),
-                             "out_rel_err": out_err.get(prov), "rounds": len(per[prov]),
-                             "speedup_p20": sp[1], "speedup_p80": sp[2]})
-            echo("  " + f"{mode:9s} " + "  ".join(
-                f"{p} {t[0]:.2f}ms" + (f" (x{ratio[p][0]:.2f} [{ratio[p][1]:.2f}-{ratio[p][2]:.2f}])"
-                                       if p != base_name and p in ratio else "") for p, t in best.items()))
+                             "out_rel_err": out_err.get(prov), "rounds": len(taken[prov]),
+                             "speedup_lo": min(per_round) if per_round else None,
+                             "speedup_hi": max(per_round) if per_round else None})
+            echo("  " + f"{mode:9s} " + "  ".join(f"{p} {t[0]:.2f}ms" for p, t in stats.items()))
             # the train step mutated the models' weights: restore them for the next mode
             base, fm = build_pair(name, num_classes, image_size=image_size)
     if out:
@@ -291,41 +286,49 @@ def run(device="cpu", nets=None, modes=MODES, batch=None, dtype="fp32", layout="
 
 
 def summarize(rows, baseline, echo=print):
-    """Time ratio provider / baseline per network and mode; returns the worst ratio."""
-    table, worst = [], float("nan")
+    """Speedup (baseline time / provider time, > 1: faster) per network and mode, with its range over
+    rounds; returns the lowest speedup."""
+    table, lowest = [], float("nan")
     for r in rows:
         if r["provider"] != baseline and r.get("speedup"):
-            ratio = 1.0 / r["speedup"]
-            lo, hi = r.get("speedup_p20"), r.get("speedup_p80")
+            s = r["speedup"]
             table.append({"network": r["name"], "mode": r["mode"], "provider": r["provider"], "batch": r["batch"],
-                          "ms": r["ms_p50"], "images/s": r["images_per_s"], "speedup": r["speedup"],
-                          "p20-p80": f"{lo:.2f}-{hi:.2f}" if lo and hi else "", "time ratio": ratio})
-            worst = ratio if not worst >= ratio else worst
-    echo(common.markdown_table(table, ["network", "mode", "provider", "batch", "ms", "images/s", "speedup",
-                                       "p20-p80", "time ratio"]))
-    echo(f"worst time ratio vs {baseline}: {worst:.3f} (< 1 is faster); geomean "
-         f"{common.geomean([t['time ratio'] for t in table]):.3f}")
-    return worst
+                          "ms": r["ms_p50"], "images/s": r["images_per_s"], "speedup": s,
+                          "rounds": r.get("rounds"), "speedup range": _range(r.get("speedup_lo"), r.get("speedup_hi"))})
+            lowest = s if not lowest <= s else lowest
+    echo(f"speedup = {baseline} time / provider time (> 1: faster); ms: the median over every round's samples")
+    echo(common.markdown_table(table, ["network", "mode", "provider", "batch", "ms", "images/s", "speedup", "rounds",
+                                       "speedup range"]))
+    echo(f"lowest speedup vs {baseline}: {lowest:.3f}; geomean {common.geomean([t['speedup'] for t in table]):.3f} "
+         "(> 1: faster)")
+    return lowest
+
+
+def _range(lo, hi) -> str:
+    return f"{lo:.3g}-{hi:.3g}" if lo is not None and hi is not None else ""
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                    help="cpu or cuda (default: cuda when a GPU is visible, else cpu)")
     ap.add_argument("--nets", default=None, help=f"comma list of {','.join(NAMES)} (default "
                     f"{','.join(DEFAULT_NETS)})")
-    ap.add_argument("--modes", default="inference,train")
-    ap.add_argument("--dtype", default="fp32", help="fp32, tf32, fp16, bf16")
-    ap.add_argument("--layout", default="nchw", choices=["nchw", "nhwc"])
-    ap.add_argument("--providers", default=None)
+    ap.add_argument("--modes", default="inference,train", help="inference and/or train (default: both)")
+    ap.add_argument("--dtype", default="fp32", help="fp32 (exact), tf32, fp16, bf16 (default: fp32)")
+    ap.add_argument("--layout", default="nchw", choices=["nchw", "nhwc"], help="memory format (default: nchw)")
+    ap.add_argument("--providers", default=None, help="comma list (default: the baseline and fastcnn's backends of "
+                    "this device: " + "; ".join(f"{k}: {','.join(v)}" for k, v in PROVIDERS.items()) + ")")
     ap.add_argument("--batch", type=int, default=None, help="images per step (default on the CPU: CPU_CONFIGS; "
                     "1024 and 64 on the GPU)")
     ap.add_argument("--image-size", type=int, default=None, help="input size of the ImageNet networks (default on "
                     "the CPU: CPU_CONFIGS; 224 on the GPU)")
-    ap.add_argument("--rounds", type=int, default=1, help="rounds, the providers interleaved in each; medians "
-                    "and the p20-p80 spread over rounds")
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--max-ratio", type=float, default=None, help="exit 1 when a time ratio exceeds this")
-    ap.add_argument("--out", default=None, help="CSV to append to")
+    ap.add_argument("--rounds", type=int, default=1, help="measure each provider this often, alternating them; "
+                    "report the median over all rounds and the per-round speedups' range (default: 1)")
+    ap.add_argument("--quick", action="store_true", help="short timing (CI's smoke run)")
+    ap.add_argument("--min-speedup", type=float, default=None, help="exit 1 when a speedup (baseline time / "
+                    "fastcnn time) falls below this")
+    ap.add_argument("--out", default=None, help="CSV to append the rows to (default: none, only the table)")
     a = ap.parse_args(argv)
     split = lambda s: [v for v in s.split(",") if v] if s else None  # noqa: E731
     for n in split(a.nets) or []:
@@ -333,9 +336,9 @@ def main(argv=None) -> int:
             ap.error(f"unknown network {n!r}; choose from {','.join(NAMES)}")
     rows = run(a.device, split(a.nets), split(a.modes), a.batch, a.dtype, a.layout, split(a.providers), a.quick,
                a.out, a.image_size, a.rounds)
-    worst = summarize(rows, BASELINE[_kind(a.device)])
-    if a.max_ratio is not None and not worst <= a.max_ratio:
-        print(f"worst time ratio {worst:.3f} exceeds --max-ratio {a.max_ratio}")
+    lowest = summarize(rows, BASELINE[_kind(a.device)])
+    if a.min_speedup is not None and not lowest >= a.min_speedup:
+        print(f"lowest speedup {lowest:.3f} is below --min-speedup {a.min_speedup}")
         return 1
     return 0
 

@@ -176,37 +176,42 @@ def run(device="cpu", nets=None, ops=None, modes=("fwd", "fwd+bwd"), layouts=("n
 
 
 def summarize(rows, baseline, echo=print):
-    """Time ratio (provider / baseline) per layer and the geomean per provider, mode and layout."""
+    """Speedup (baseline time / provider time, > 1: faster) per provider, mode and layout: the
+    geomean over the layers, the lowest and the highest; returns the overall geomean."""
     import collections
 
     groups = collections.defaultdict(list)
     for r in rows:
         if r["provider"] != baseline and r.get("speedup"):
-            groups[(r["provider"], r["mode"], r["layout"])].append(1.0 / r["speedup"])
+            groups[(r["provider"], r["mode"], r["layout"])].append(r["speedup"])
     summary = []
-    for (prov, mode, layout), ratios in sorted(groups.items()):
-        summary.append({"provider": prov, "mode": mode, "layout": layout, "layers": len(ratios),
-                        "geomean time ratio": common.geomean(ratios), "worst": max(ratios), "best": min(ratios)})
-    allr = [1.0 / r["speedup"] for r in rows if r["provider"] != baseline and r.get("speedup")]
-    echo(common.markdown_table(summary, ["provider", "mode", "layout", "layers", "geomean time ratio", "worst",
-                                         "best"]))
-    echo(f"overall geomean time ratio vs {baseline}: {common.geomean(allr):.3f} over {len(allr)} cases "
-         "(< 1 is faster)")
-    return common.geomean(allr)
+    for (prov, mode, layout), speedups in sorted(groups.items()):
+        summary.append({"provider": prov, "mode": mode, "layout": layout, "layers": len(speedups),
+                        "geomean speedup": common.geomean(speedups), "lowest": min(speedups),
+                        "highest": max(speedups)})
+    alls = [r["speedup"] for r in rows if r["provider"] != baseline and r.get("speedup")]
+    echo(f"speedup = {baseline} time / provider time per layer (> 1: faster)")
+    echo(common.markdown_table(summary, ["provider", "mode", "layout", "layers", "geomean speedup", "lowest",
+                                         "highest"]))
+    echo(f"overall geomean speedup vs {baseline}: {common.geomean(alls):.3f} over {len(alls)} cases (> 1: faster)")
+    return common.geomean(alls)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--nets", default=None, help="comma list of lenet5,alexnet,googlenet,resnet50")
-    ap.add_argument("--ops", default=None, help="comma list of conv2d,conv1x1,max_pool2d,add_relu")
-    ap.add_argument("--modes", default="fwd,fwd+bwd")
-    ap.add_argument("--layouts", default="nchw,nhwc")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                    help="cpu or cuda (default: cuda when a GPU is visible, else cpu)")
+    ap.add_argument("--nets", default=None, help="comma list of lenet5,alexnet,googlenet,resnet50 (default: all)")
+    ap.add_argument("--ops", default=None, help="comma list of conv2d,conv1x1,max_pool2d,add_relu (default: all)")
+    ap.add_argument("--modes", default="fwd,fwd+bwd", help="fwd, bwd, fwd+bwd (default: fwd,fwd+bwd)")
+    ap.add_argument("--layouts", default="nchw,nhwc", help="nchw, nhwc (default: both)")
     ap.add_argument("--dtype", default=None, help="fp32 (CPU default), tf32, fp16, bf16 (GPU default)")
-    ap.add_argument("--providers", default=None)
-    ap.add_argument("--batch", type=int, default=None)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", default=None, help="CSV to append to")
+    ap.add_argument("--providers", default=None, help="comma list (default: the baseline and fastcnn's backends of "
+                    "this device: " + "; ".join(f"{k}: {','.join(v)}" for k, v in PROVIDERS.items()) + ")")
+    ap.add_argument("--batch", type=int, default=None, help="images per call (default per network: " +
+                    "; ".join(f"{k} " + ", ".join(f"{n} {b}" for n, b in v.items()) for k, v in BATCH.items()) + ")")
+    ap.add_argument("--quick", action="store_true", help="short timing (CI's smoke run)")
+    ap.add_argument("--out", default=None, help="CSV to append the rows to (default: none, only the table)")
     a = ap.parse_args(argv)
     split = lambda s: [v for v in s.split(",") if v] if s else None  # noqa: E731
     dtype = a.dtype or ("bf16" if a.device.startswith("cuda") else "fp32")

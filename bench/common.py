@@ -1,7 +1,9 @@
 """Timing, environment facts and CSV output shared by the benchmarks.
 
-GPU code is timed with ``triton.testing.do_bench`` (CUDA events, warm-up, median and p20/p80);
-CPU code with ``torch.utils.benchmark.Timer`` (blocked autorange, median; p20/p80 over its blocks).
+GPU code is timed with ``triton.testing.do_bench`` (CUDA events, warm-up; every call's time), CPU
+code with ``torch.utils.benchmark.Timer`` (blocked autorange; each block's time per call); a row
+reports the median of those samples and their 20th/80th percentiles as its spread.
+Speed is always a speedup: the baseline's median time over the provider's (> 1: faster).
 Rows are appended to CSV files whose columns are ``COLUMNS`` (plus any extra keys at the end).
 """
 
@@ -22,6 +24,8 @@ from fastcnn.testing import TARGETS
 COLUMNS = ["timestamp", "git_sha", "device", "torch", "triton", "cuda", "kind", "name", "mode", "dtype", "layout",
            "batch", "shape", "provider", "ms_p50", "ms_p20", "ms_p80", "tflops", "gbps", "speedup"]
 
+# The committed results of this source tree (bench/results/*.csv; never written by default: a run
+# without --out writes under the current directory, see suite.DEFAULT_OUT).
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 # Providers: PyTorch's (the baseline first) and one fastcnn_<backend> per timed target of
@@ -87,7 +91,7 @@ def env_row(device: str) -> dict:
             "device": device_name(device), **versions()}
 
 
-def quantile(xs, q):
+def _quantile(xs, q):
     xs = sorted(xs)
     if not xs:
         return float("nan")
@@ -96,28 +100,38 @@ def quantile(xs, q):
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
-def time_cpu(fn, min_run_time=0.3):
-    """Median, p20, p80 in ms of ``fn()`` on the CPU (torch.utils.benchmark, warm-up included)."""
+def cpu_samples(fn, min_run_time=0.3) -> list[float]:
+    """Per-call times in ms of ``fn()`` on the CPU: torch.utils.benchmark's blocked autorange after
+    one warm-up call, each block's mean per call (a block is as many calls as fill ~0.1 s)."""
     from torch.utils.benchmark import Timer
 
     fn()  # warm-up (first-call allocations, lazy init)
     m = Timer("fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time)
-    per = [t / m.number_per_run * 1e3 for t in m.raw_times]
-    return m.median * 1e3, quantile(per, 0.2), quantile(per, 0.8)
+    return [t / m.number_per_run * 1e3 for t in m.raw_times]
 
 
-def time_gpu(fn, warmup=25, rep=100):
-    """Median, p20, p80 in ms of ``fn()`` on the GPU (CUDA events through triton.testing.do_bench)."""
+def gpu_samples(fn, warmup=25, rep=100) -> list[float]:
+    """Per-call times in ms of ``fn()`` on the GPU: triton.testing.do_bench (CUDA events, warm-up, the
+    L2 cache flushed before each call), every call's time."""
     from triton.testing import do_bench
 
-    p50, p20, p80 = do_bench(fn, warmup=warmup, rep=rep, quantiles=[0.5, 0.2, 0.8])
-    return p50, p20, p80
+    return list(do_bench(fn, warmup=warmup, rep=rep, return_mode="all"))
 
 
-def time_fn(fn, device: str, quick=False):
+def samples(fn, device: str, quick=False) -> list[float]:
     if device.startswith("cuda"):
-        return time_gpu(fn, warmup=10 if quick else 25, rep=30 if quick else 100)
-    return time_cpu(fn, min_run_time=0.05 if quick else 0.3)
+        return gpu_samples(fn, warmup=10 if quick else 25, rep=30 if quick else 100)
+    return cpu_samples(fn, min_run_time=0.05 if quick else 0.3)
+
+
+def summary(times) -> tuple[float, float, float]:
+    """(median, 20th, 80th percentile) of the times: the number reported and its spread."""
+    return _quantile(times, 0.5), _quantile(times, 0.2), _quantile(times, 0.8)
+
+
+def time_fn(fn, device: str, quick=False) -> tuple[float, float, float]:
+    """Median, p20, p80 in ms of ``fn()`` (``samples`` summarised)."""
+    return summary(samples(fn, device, quick))
 
 
 def append_csv(path: str, rows: list[dict]) -> None:

@@ -7,17 +7,22 @@
     python -m fastcnn bench plot --out DIR        # the PNGs again, from DIR's CSVs
     python -m fastcnn bench report --out DIR      # markdown tables from DIR's CSVs (for READMEs)
 
-Rows are appended to ``DIR/ops.csv`` and ``DIR/models.csv`` (default DIR: bench/results/<device
-slug>); the plots are drawn from those files, never from memory: ``ops_speedup.png`` (time ratio per
-layer against the baseline), ``roofline.png`` (achieved TFLOP/s against arithmetic intensity under
-the measured peaks) and ``models_throughput.png`` (images/s per network and provider).
+Rows are appended to ``DIR/ops.csv`` and ``DIR/models.csv`` (``--out DIR``; default
+./bench-out/<device slug> under the current directory); the plots are drawn from those files, never
+from memory: ``ops_speedup.png`` (speedup per layer against the baseline, one row per layer),
+``roofline.png`` (achieved TFLOP/s against arithmetic intensity under the measured peaks, points
+named by layer) and ``models_throughput.png`` (images/s per network, mode and provider, linear axes).
+
+Speed is reported one way everywhere: speedup = baseline time / provider time (> 1: faster than
+the baseline), from median times; the spread is the p20-p80 of the samples (networks: of every
+round, and the range of the per-round speedups).
 
 What each number means (bench/README.md says more): ``ms_p50`` the median time, ``ms_p20``/``ms_p80``
 its spread; ``tflops`` counted FLOPs (2 per multiply-add) over the median; ``gbps`` the fewest bytes
 the op must move (each input read once, each output written once) over the median; ``frac_peak_*``
 these over the device's peaks measured at the start of the run (a large matmul, a large copy);
-``speedup`` the baseline's time over the provider's (baseline: ``cudnn`` on a GPU, ``torch_cpu`` on a
-CPU; > 1 is faster than it). dtype ``tf32`` is float32 with TF32 allowed on both sides; ``fp32``
+``speedup`` the baseline's median time over the provider's (baseline: ``cudnn`` on a GPU,
+``torch_cpu`` on a CPU; > 1 is faster than it). dtype ``tf32`` is float32 with TF32 allowed on both sides; ``fp32``
 is exact float32 on both sides.
 """
 
@@ -49,10 +54,13 @@ DEFAULTS = {
     "cuda": {"dtypes": ["bf16"], "layouts": ["nhwc"], "op_modes": ["fwd", "bwd", "fwd+bwd"],
              "batches": [1, 32, 256]},
     "cpu": {"dtypes": ["fp32"], "layouts": ["nchw", "nhwc"], "op_modes": ["fwd", "bwd", "fwd+bwd"],
-            "batches": [None]},  # None: bench_models' CPU batch (LeNet 64, others 8)
+            "batches": [None]},  # None: bench_models.CPU_CONFIGS (issue 20's batch and image size)
 }
 # --quick: one small layer per op kind, LeNet-5 only, short timing; about a minute on 2 cores.
 QUICK_LAYERS = {"lenet5.conv1", "lenet5.conv2", "lenet5.pool1", "resnet50.layer1.0.conv1", "resnet50.layer1.add"}
+
+
+DEFAULT_OUT = "bench-out"  # relative to the current directory: never inside the installed package
 
 
 def device_slug(device: str) -> str:
@@ -168,31 +176,179 @@ def latest(rows):
 
 
 def ops_table(rows, baseline):
-    """Per provider, mode, dtype and layout: geomean time ratio to the baseline, best and worst."""
+    """Per provider, mode, dtype and layout: the geomean speedup over the layers (baseline time /
+    provider time, > 1: faster), the lowest and the highest."""
     import collections
 
     groups = collections.defaultdict(list)
     for r in rows:
         s = _f(r.get("speedup"))
         if r["provider"] != baseline and s:
-            groups[(r["provider"], r["mode"], r["dtype"], r["layout"])].append(1.0 / s)
+            groups[(r["provider"], r["mode"], r["dtype"], r["layout"])].append(s)
     out = [{"provider": p, "mode": m, "dtype": d, "layout": lay, "layers": len(v),
-            "geomean time ratio": common.geomean(v), "best": min(v), "worst": max(v)}
+            "geomean speedup": common.geomean(v), "lowest": min(v), "highest": max(v)}
            for (p, m, d, lay), v in sorted(groups.items())]
-    return common.markdown_table(out, ["provider", "mode", "dtype", "layout", "layers", "geomean time ratio",
-                                       "best", "worst"])
+    return common.markdown_table(out, ["provider", "mode", "dtype", "layout", "layers", "geomean speedup",
+                                       "lowest", "highest"])
+
+
+def ops_header(baseline) -> str:
+    return (f"Per op (speedup = {baseline} time / provider time, > 1: faster; geomean over the layers, lowest "
+            "and highest layer):")
+
+
+def models_header(baseline) -> str:
+    return (f"Per network (speedup = {baseline} time / provider time, > 1: faster; ms: median, p20-p80 over "
+            "the samples of every round; speedup range: over the rounds):")
+
+
+def _spread(lo, hi) -> str:
+    lo, hi = _f(lo), _f(hi)
+    return "-" if lo is None or hi is None else f"{common._fmt_cell(lo)}-{common._fmt_cell(hi)}"
 
 
 def models_table(rows):
     out = [{"network": r["name"], "mode": r["mode"], "dtype": r["dtype"], "layout": r["layout"],
             "batch": r["batch"], "provider": r["provider"], "ms": _f(r["ms_p50"]),
-            "images/s": _f(r.get("images_per_s")), "speedup": _f(r.get("speedup")),
-            "p20-p80": (f"{_f(r['speedup_p20']):.2f}-{_f(r['speedup_p80']):.2f}"
-                        if _f(r.get("speedup_p20")) and _f(r.get("speedup_p80")) else "-"),
+            "p20-p80 ms": _spread(r.get("ms_p20"), r.get("ms_p80")), "images/s": _f(r.get("images_per_s")),
+            "speedup": _f(r.get("speedup")), "rounds": r.get("rounds") or "1",
+            "speedup range": (_spread(r.get("speedup_lo"), r.get("speedup_hi"))
+                              if int(_f(r.get("rounds")) or 1) > 1 else "-"),  # one round: no range
             "peak MB": _f(r.get("peak_mem_mb")), "graphs": r.get("cuda_graphs", "")} for r in rows]
     out = [{k: ("-" if v is None else v) for k, v in r.items()} for r in out]
-    return common.markdown_table(out, ["network", "mode", "dtype", "layout", "batch", "provider", "ms", "images/s",
-                                       "speedup", "p20-p80", "peak MB", "graphs"])
+    return common.markdown_table(out, ["network", "mode", "dtype", "layout", "batch", "provider", "ms", "p20-p80 ms",
+                                       "images/s", "speedup", "rounds", "speedup range", "peak MB", "graphs"])
+
+
+_SHORT = (("googlenet.", "GN."), ("resnet50.", "R50."), ("alexnet.", "AN."), ("lenet5.", "L5."),
+          ("inception", ""), ("branch", "b"), ("downsample", "down"))
+
+
+def short_name(name: str) -> str:
+    """A layer name short enough to label a point (googlenet.inception3a.branch2.0 -> GN.3a.b2.0)."""
+    for a, b in _SHORT:
+        name = name.replace(a, b)
+    return name
+
+
+def _plot_ops_speedup(plt, ops, base, path):
+    """One column per (mode, dtype, layout), one row per layer (names readable on the y axis), a bar
+    per provider: the speedup over the baseline, 1 marked."""
+    cases = sorted({(r["mode"], r["dtype"], r["layout"]) for r in ops})
+    provs = sorted({r["provider"] for r in ops if r["provider"] != base})
+    names = list(dict.fromkeys(r["name"] for r in ops))
+    speed = {(r["name"], r["provider"], r["mode"], r["dtype"], r["layout"]): _f(r.get("speedup")) for r in ops}
+    height = 0.8 / max(1, len(provs))
+    fig, axes = plt.subplots(1, len(cases), sharey=True, sharex=True, squeeze=False,
+                             figsize=(1.2 + 3.2 * len(cases), max(3.0, 1.6 + 0.16 * len(names) * max(1, len(provs) / 2))))
+    top = 1.0
+    for ax, case in zip(axes[0], cases):
+        for i, p in enumerate(provs):
+            xs = [speed.get((n, p) + case) or 0.0 for n in names]
+            top = max(top, *xs)
+            ax.barh([j + i * height for j in range(len(names))], xs, height, label=p)
+        ax.axvline(1.0, color="k", lw=0.8)
+        ax.set_title(f"{case[0]}, {case[1]}, {case[2]}", fontsize=9)
+        ax.set_xlabel(f"speedup over {base}\n(> 1: faster)", fontsize=8)
+        ax.grid(True, axis="x", alpha=0.3)
+        ax.tick_params(axis="x", labelsize=7)
+    axes[0][0].set_xlim(0, top * 1.05)
+    ax0 = axes[0][0]
+    ax0.set_yticks([j + height * (len(provs) - 1) / 2 for j in range(len(names))])
+    ax0.set_yticklabels(names, fontsize=6.5)
+    ax0.set_ylim(len(names) - 0.5 + height * len(provs), -0.5)  # first layer at the top
+    if provs:
+        axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"speedup per layer = {base} time / provider time (median times): {ops[0]['device']}", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the title
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_roofline(plt, ops, path):
+    """Achieved TFLOP/s against arithmetic intensity (forward) under the measured roofs; each
+    fastcnn point named by its layer (short names)."""
+    import numpy as np
+
+    peak_t, peak_b = _f(ops[0].get("peak_tflops")), _f(ops[0].get("peak_gbps"))
+    fig, ax = plt.subplots(figsize=(11, 8))
+    pts = [(r, _f(r["tflops"]), _f(r["gbps"])) for r in ops if r["mode"] == "fwd"]
+    pts = [(r, t, t * 1e3 / g) for r, t, g in pts if t and g]
+    for p in sorted({r["provider"] for r, _, _ in pts}):
+        sel = [(r, t, ai) for r, t, ai in pts if r["provider"] == p]
+        ax.scatter([ai for _, _, ai in sel], [t for _, t, _ in sel], s=14, label=p,
+                   marker="o" if p.startswith("fastcnn") else "x")
+        if p.startswith("fastcnn"):
+            labelled = set()
+            for r, t, ai in sel:
+                key = (r["name"], round(ai, 3))
+                if key in labelled:  # the same layer in another layout: one label
+                    continue
+                labelled.add(key)
+                ax.annotate(short_name(r["name"]), (ai, t), xytext=(2, 2), textcoords="offset points", fontsize=4.5,
+                            alpha=0.8)
+    if peak_t and peak_b:
+        lo = min([ai for _, _, ai in pts] + [0.1]) / 2
+        hi = max([ai for _, _, ai in pts] + [peak_t * 1e3 / peak_b]) * 2
+        x = np.logspace(np.log10(lo), np.log10(hi), 200)
+        ax.plot(x, np.minimum(peak_t, peak_b * x / 1e3), "k--", lw=1,
+                label=f"measured roof: {peak_t:.3g} TFLOP/s, {peak_b:.3g} GB/s")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOP per byte moved, fewest bytes)")
+    ax.set_ylabel("achieved TFLOP/s (forward)")
+    ax.set_title(f"roofline: {ops[0]['device']} (labels: layers; GN = GoogLeNet, R50 = ResNet-50, AN = AlexNet, "
+                 "L5 = LeNet-5)", fontsize=9)
+    ax.grid(True, which="both", alpha=0.2)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def _plot_models(plt, models, path):
+    """images/s on linear axes: one panel per network setting (each its own scale, since LeNet-5 runs
+    1000x more images/s than ResNet-50), a bar group per mode, a bar per provider with its speedup."""
+    keys = list(dict.fromkeys((r["name"], r["batch"], r["dtype"], r["layout"]) for r in models))
+    provs = list(dict.fromkeys(r["provider"] for r in models))
+    modes = list(dict.fromkeys(r["mode"] for r in models))
+    ncol = min(len(keys), 3)
+    nrow = (len(keys) + ncol - 1) // ncol
+    fig, axes = plt.subplots(nrow, ncol, squeeze=False, figsize=(4.6 * ncol, 3.6 * nrow))
+    width = 0.8 / max(1, len(provs))
+    base = next((r["provider"] for r in models if _f(r.get("speedup")) == 1.0), None)
+    for ax, key in zip(axes.flat, keys):
+        sel = {(r["mode"], r["provider"]): r for r in models if (r["name"], r["batch"], r["dtype"], r["layout"]) == key}
+        for i, p in enumerate(provs):
+            xs = [j + i * width for j in range(len(modes))]
+            rows = [sel.get((m, p)) for m in modes]
+            ys = [(_f(r.get("images_per_s")) or 0.0) if r else 0.0 for r in rows]
+            # the spread: images/s at the p80 and p20 times
+            lo = [y - int(r["batch"]) / (_f(r.get("ms_p80")) * 1e-3) if r and _f(r.get("ms_p80")) else 0.0
+                  for y, r in zip(ys, rows)]
+            hi = [int(r["batch"]) / (_f(r.get("ms_p20")) * 1e-3) - y if r and _f(r.get("ms_p20")) else 0.0
+                  for y, r in zip(ys, rows)]
+            bars = ax.bar(xs, ys, width, label=p, color=f"C{i}", yerr=[lo, hi], capsize=3,
+                          error_kw={"elinewidth": 0.8})
+            for bar, r in zip(bars, rows):
+                s = _f(r.get("speedup")) if r else None
+                if s is not None and p != base:
+                    ax.annotate(f"{s:.2f}x", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
+                                va="bottom", fontsize=7)
+        ax.set_xticks([j + width * (len(provs) - 1) / 2 for j in range(len(modes))])
+        ax.set_xticklabels(modes)
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.12)  # room for the speedup labels
+        ax.set_title(f"{key[0]}, batch {key[1]}, {key[2]} {key[3]}", fontsize=9)
+        ax.set_ylabel("images / s (higher is better)", fontsize=8)
+        ax.grid(True, axis="y", alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(f"network throughput: {models[0]['device']} (labels: speedup = {base} time / provider time; "
+                 "whiskers: p20-p80)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def plot(out_dir, echo=print) -> list[str]:
@@ -209,76 +365,16 @@ def plot(out_dir, echo=print) -> list[str]:
     ops = latest(read_csv(os.path.join(out_dir, "ops.csv")))
     if ops:
         base = next((r["provider"] for r in ops if _f(r.get("speedup")) == 1.0), None)
-        cases = sorted({(r["mode"], r["dtype"], r["layout"]) for r in ops})
-        provs = sorted({r["provider"] for r in ops if r["provider"] != base})
-        fig, axes = plt.subplots(len(cases), 1, figsize=(max(8, 0.25 * len(ops) / max(1, len(cases))),
-                                                          3.2 * len(cases)), squeeze=False)
-        for ax, (mode, dtype, layout) in zip(axes[:, 0], cases):
-            sel = [r for r in ops if (r["mode"], r["dtype"], r["layout"]) == (mode, dtype, layout)]
-            names = list(dict.fromkeys(r["name"] for r in sel))
-            width = 0.8 / max(1, len(provs))
-            for i, p in enumerate(provs):
-                ys = [next((_f(r["speedup"]) or 0 for r in sel if r["name"] == n and r["provider"] == p), 0)
-                      for n in names]
-                ax.bar([j + i * width for j in range(len(names))], ys, width, label=p)
-            ax.axhline(1.0, color="k", lw=0.8)
-            ax.set_xticks([j + 0.4 - width / 2 for j in range(len(names))])
-            ax.set_xticklabels(names, rotation=90, fontsize=6)
-            ax.set_ylabel(f"speedup over {base}")
-            ax.set_title(f"per layer, {mode}, {dtype}, {layout} (> 1: faster than {base})")
-            ax.legend(fontsize=7)
-        fig.tight_layout()
         path = os.path.join(out_dir, "ops_speedup.png")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        _plot_ops_speedup(plt, ops, base, path)
         written.append(path)
-
-        peak_t, peak_b = _f(ops[0].get("peak_tflops")), _f(ops[0].get("peak_gbps"))
-        fig, ax = plt.subplots(figsize=(7, 5))
-        pts = [(r, _f(r["tflops"]), _f(r["gbps"])) for r in ops if r["mode"] == "fwd"]
-        for p in sorted({r["provider"] for r, _, _ in pts}):
-            xs = [t * 1e3 / g for r, t, g in pts if r["provider"] == p and t and g]
-            ys = [t for r, t, g in pts if r["provider"] == p and t and g]
-            ax.scatter(xs, ys, s=12, label=p)
-        if peak_t and peak_b:
-            import numpy as np
-
-            x = np.logspace(-1, 4, 200)
-            ax.plot(x, np.minimum(peak_t, peak_b * x / 1e3), "k--", lw=1,
-                    label=f"measured roof: {peak_t:.3g} TFLOP/s, {peak_b:.3g} GB/s")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("arithmetic intensity (FLOP per byte moved, fewest bytes)")
-        ax.set_ylabel("achieved TFLOP/s (forward)")
-        ax.set_title(f"roofline: {ops[0]['device']}")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
         path = os.path.join(out_dir, "roofline.png")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        _plot_roofline(plt, ops, path)
         written.append(path)
-
     models = latest(read_csv(os.path.join(out_dir, "models.csv")))
     if models:
-        keys = list(dict.fromkeys((r["name"], r["mode"], r["batch"], r["dtype"], r["layout"]) for r in models))
-        provs = list(dict.fromkeys(r["provider"] for r in models))
-        fig, ax = plt.subplots(figsize=(max(7, 0.6 * len(keys)), 4.5))
-        width = 0.8 / max(1, len(provs))
-        for i, p in enumerate(provs):
-            ys = [next((_f(r.get("images_per_s")) or 0 for r in models
-                        if (r["name"], r["mode"], r["batch"], r["dtype"], r["layout"]) == k and r["provider"] == p),
-                       0) for k in keys]
-            ax.bar([j + i * width for j in range(len(keys))], ys, width, label=p)
-        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(keys))])
-        ax.set_xticklabels([f"{n}\n{m} b{b}\n{d} {lay}" for n, m, b, d, lay in keys], fontsize=6)
-        ax.set_yscale("log")
-        ax.set_ylabel("images / s (higher is better)")
-        ax.set_title(f"network throughput: {models[0]['device']}")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
         path = os.path.join(out_dir, "models_throughput.png")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        _plot_models(plt, models, path)
         written.append(path)
     for p in written:
         echo(f"wrote {p}")
@@ -300,10 +396,11 @@ def report(out_dir, echo=print):
              f"{float(first['peak_gbps']):.3g} GB/s (device copy)\n")
     if ops:
         base = next((r["provider"] for r in ops if _f(r.get("speedup")) == 1.0), "baseline")
-        echo(f"Per op (time ratio to {base}; < 1 is faster):\n")
+        echo(ops_header(base) + "\n")
         echo(ops_table(ops, base) + "\n")
     if models:
-        echo("Per network:\n")
+        base = next((r["provider"] for r in models if _f(r.get("speedup")) == 1.0), "baseline")
+        echo(models_header(base) + "\n")
         echo(models_table(models) + "\n")
     for name in ("ops_speedup.png", "roofline.png", "models_throughput.png"):
         if os.path.exists(os.path.join(out_dir, name)):
@@ -326,33 +423,47 @@ def _choices(values, allowed, what, ap):
     return values
 
 
+def _defaults_text(key, fmt=lambda v: ",".join(map(str, v))) -> str:
+    return "; ".join(f"{'GPU' if k == 'cuda' else 'CPU'} {fmt(d[key])}" for k, d in DEFAULTS.items())
+
+
 def parser():
     ap = argparse.ArgumentParser(prog="python -m fastcnn bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", nargs="?", default="all", choices=["all", "ops", "models", "plot", "report"],
-                    help="all (default): ops then models; plot/report: from --out's CSVs")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--out", default=None, help="folder for ops.csv, models.csv and the PNGs "
-                    "(default bench/results/<device>)")
+                    help="all (default): ops then models; ops or models alone; plot/report: the PNGs or markdown "
+                    "tables again from --out's CSVs (newest run)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                    help="cpu, cuda or cuda:N (default: cuda when a GPU is visible, else cpu)")
+    ap.add_argument("--out", default=None, metavar="DIR", help="folder for ops.csv, models.csv and the PNGs; rows "
+                    f"are appended (default: ./{DEFAULT_OUT}/<device>, under the current directory)")
     ap.add_argument("--quick", action="store_true", help="a one-minute smoke run: a few layers, LeNet-5, short "
-                    "timing")
+                    "timing, op batch 8 on a CPU")
     ap.add_argument("--nets", default=None, help="networks: ops of lenet5,alexnet,googlenet,resnet50; models of "
                     "those and resnet18 (default: all)")
-    ap.add_argument("--ops", default=None, help=f"op filter: {','.join(OPS)}")
-    ap.add_argument("--dtypes", default=None, help="fp32 (exact), tf32, fp16, bf16 (default: bf16 on a GPU, "
-                    "fp32 on a CPU)")
-    ap.add_argument("--layouts", default=None, help="nchw, nhwc (default: nhwc on a GPU, both on a CPU)")
+    ap.add_argument("--ops", default=None, help=f"op filter: {','.join(OPS)} (default: all)")
+    ap.add_argument("--dtypes", default=None, help="fp32 (exact), tf32, fp16, bf16 (default: "
+                    + _defaults_text("dtypes") + ")")
+    ap.add_argument("--layouts", default=None, help="nchw, nhwc (default: " + _defaults_text("layouts") + ")")
     ap.add_argument("--providers", default=None, help="cudnn, torch_compile, torch_compile_max_autotune, "
-                    "fastcnn_cuda, fastcnn_triton, fastcnn (GPU); torch_cpu, fastcnn_cpu (CPU); the baseline "
-                    "always runs")
-    ap.add_argument("--modes", default=None, help="op modes fwd,bwd,fwd+bwd and/or network modes inference,train")
-    ap.add_argument("--batch", type=int, default=None, help="op batch (default per network: bench_ops.BATCH)")
-    ap.add_argument("--batches", default=None, help="network batches (default 1,32,256 on a GPU; 64/8 on a CPU)")
-    ap.add_argument("--rounds", type=int, default=3, help="network timings: rounds, providers interleaved; "
-                    "medians and p20-p80 over rounds")
+                    "fastcnn_cuda, fastcnn_triton, fastcnn (GPU); torch_cpu, fastcnn_cpu, torch_compile (CPU); "
+                    "the baseline always runs (default: " + "; ".join(
+                        f"{'GPU' if k == 'cuda' else 'CPU'} {','.join(v)}" for k, v in bench_ops.PROVIDERS.items()) + ")")
+    ap.add_argument("--modes", default=None, help="op modes fwd,bwd,fwd+bwd and/or network modes inference,train "
+                    "(default: every op mode (--quick: fwd,fwd+bwd) and both network modes)")
+    ap.add_argument("--batch", type=int, default=None, help="op batch for every layer (default per network: " +
+                    "; ".join(f"{'GPU' if k == 'cuda' else 'CPU'} " + ", ".join(f"{n} {b}" for n, b in v.items())
+                              for k, v in bench_ops.BATCH.items()) + "; --quick on a CPU: 8)")
+    ap.add_argument("--batches", default=None, help="network batches, comma list (default: GPU 1,32,256; CPU " +
+                    ", ".join(f"{n} {b}" + (f" at {s}x{s}" if s else "") for n, (b, s) in
+                              bench_models.CPU_CONFIGS.items()) + ")")
+    ap.add_argument("--rounds", type=int, default=3, help="network timings: measure each provider this often, "
+                    "alternating them; rows report the median over every round and the range of the per-round "
+                    "speedups (default: 3)")
     ap.add_argument("--cuda-graphs", action="store_true", help="networks: capture each step in a CUDA graph "
                     "(every provider) and time its replay")
-    ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--no-plots", action="store_true", help="write the CSVs only, not ops_speedup.png, roofline.png "
+                    "and models_throughput.png (matplotlib is then not needed)")
     return ap
 
 
@@ -364,7 +475,7 @@ def main(argv=None) -> int:
     if kind == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: no CUDA device is available")
     d = DEFAULTS[kind]
-    out_dir = a.out or os.path.join(common.RESULTS_DIR, device_slug(device))
+    out_dir = a.out or os.path.join(DEFAULT_OUT, device_slug(device))
     if a.what == "plot":
         return 0 if plot(out_dir) else 1
     if a.what == "report":
@@ -402,11 +513,11 @@ def main(argv=None) -> int:
     base = bench_ops.BASELINE[kind]
     if a.what in ("all", "ops"):
         rows = run_ops(a, device, peaks, os.path.join(out_dir, "ops.csv"))
-        print(f"\nPer op (time ratio to {base}; < 1 is faster):\n")
+        print("\n" + ops_header(base) + "\n")
         print(ops_table([{k: str(v) if v is not None else "" for k, v in r.items()} for r in rows], base))
     if a.what in ("all", "models"):
         rows = run_models(a, device, peaks, os.path.join(out_dir, "models.csv"))
-        print("\nPer network:\n")
+        print("\n" + models_header(base) + "\n")
         print(models_table([{k: str(v) if v is not None else "" for k, v in r.items()} for r in rows]))
     if not a.no_plots:
         print()

@@ -7,6 +7,10 @@ autograd, fake kernels and torch.compile support, on CPU (C++), CUDA (CUDA C++) 
 
 import torch  # noqa: F401  (loads libc10/libtorch, which fastcnn._C links against)
 
+from ._versions import UnsupportedVersionWarning, warn_if_unsupported
+
+warn_if_unsupported()  # before loading _C: outside the tested range a failure below may be why
+
 try:
     from . import _C  # noqa: F401
 except ImportError as exc:  # pragma: no cover - a broken or missing build
@@ -20,9 +24,11 @@ from . import functional
 from ._backend import Dispatch, available_backends, backend, explain, get_backend, resolve, set_backend, _init_from_env
 from . import nn, models  # noqa: E402  (drop-in modules; networks with torchvision's names)
 from .fuse import fuse, FuseReport  # noqa: E402  (ordinary model -> fastcnn layers)
+from . import sm90  # noqa: E402  (the Hopper path: mode switch, _C_sm90 registration, path report)
 
 __all__ = ["functional", "nn", "models", "fuse", "FuseReport", "backend", "set_backend", "get_backend",
-           "available_backends", "resolve", "explain", "Dispatch"]
-__version__ = "0.1.0"
+           "available_backends", "resolve", "explain", "Dispatch", "UnsupportedVersionWarning"]
+__version__ = "0.1.0"  # the package version (pyproject.toml reads it from here)
 
 _init_from_env()
+sm90._init()

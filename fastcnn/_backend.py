@@ -59,7 +59,7 @@ def get_backend() -> str:
     return _C._get_backend()
 
 
-def resolve(stem: str, device) -> str:
+def resolve(stem: str, device: torch.device | str) -> str:
     """The backend that runs op ``stem`` (e.g. ``"conv2d"``, ``"conv2d_backward"``) on ``device`` now,
     with ``auto`` resolved; ``ValueError`` when none can."""
     return _C._resolve(stem, str(torch.device(device)))

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, Optional, TypeVar, Union, cast
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from . import _checks
 from ._backend import explain
@@ -25,8 +28,12 @@ from ._ops import ops
 _log = logging.getLogger("fastcnn")
 
 
-def _logged(fn):
-    """Log what ran when the "fastcnn" logger is at DEBUG (never while torch.compile traces)."""
+_Fn = TypeVar("_Fn", bound=Callable[..., Any])
+
+
+def _logged(fn: _Fn) -> _Fn:
+    """Log what ran when the "fastcnn" logger is at DEBUG (never while torch.compile traces). Typed
+    as returning ``fn`` itself, so that type checkers see each public function's signature."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         if torch.compiler.is_compiling() or not _log.isEnabledFor(logging.DEBUG):
@@ -35,9 +42,14 @@ def _logged(fn):
         for d in ran:
             _log.debug("%s: %s", fn.__name__, d)
         return out
-    return wrapper
+    return cast(_Fn, wrapper)
 
-__all__ = ["conv2d", "conv2d_relu", "conv1x1", "max_pool2d", "add_relu"]
+__all__ = ["conv2d", "conv2d_relu", "conv1x1", "max_pool2d", "add_relu", "IntOrPair", "Padding", "Activation"]
+
+# The argument types, as torch.nn.functional spells them: an int or an (h, w) pair.
+IntOrPair = Union[int, Sequence[int]]
+Padding = Union[IntOrPair, Literal["same", "valid"]]
+Activation = Optional[Literal["relu"]]
 
 
 def _tensors(op, required, optional=None):
@@ -99,7 +111,9 @@ def _conv_args(op, input, weight, stride, padding, dilation):
 
 
 @_logged
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, residual=None, activation=None):
+def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: IntOrPair = 1, padding: Padding = 0,
+           dilation: IntOrPair = 1, groups: int = 1, *, residual: Tensor | None = None,
+           activation: Activation = None) -> Tensor:
     """``activation(conv2d(input, weight) + bias + residual)`` in one kernel.
 
     Arguments as ``torch.nn.functional.conv2d``; ``residual`` (the output's shape) is added before
@@ -119,13 +133,15 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     return torch.ops.fastcnn.conv2d(input, weight, bias, residual, stride, padding, dilation, groups, act)
 
 
-def conv2d_relu(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+def conv2d_relu(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: IntOrPair = 1,
+                padding: Padding = 0, dilation: IntOrPair = 1, groups: int = 1) -> Tensor:
     """``relu(conv2d(input, weight, bias))``, the drop-in for ``F.relu(F.conv2d(...))``."""
     return conv2d(input, weight, bias, stride, padding, dilation, groups, activation="relu")
 
 
 @_logged
-def conv1x1(input, weight, bias=None, stride=1, *, residual=None, activation="relu"):
+def conv1x1(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: IntOrPair = 1, *,
+            residual: Tensor | None = None, activation: Activation = "relu") -> Tensor:
     """The bottleneck 1x1 convolution as a GEMM with the fused bias/residual/ReLU epilogue.
 
     ``weight`` is ``[C_out, C_in, 1, 1]`` (an ``nn.Conv2d`` weight) or ``[C_out, C_in]``;
@@ -146,7 +162,9 @@ def conv1x1(input, weight, bias=None, stride=1, *, residual=None, activation="re
 
 
 @_logged
-def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+def max_pool2d(input: Tensor, kernel_size: IntOrPair, stride: IntOrPair | None = None, padding: IntOrPair = 0,
+               dilation: IntOrPair = 1, ceil_mode: bool = False,
+               return_indices: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """As ``torch.nn.functional.max_pool2d``: NaN propagates, ties go to the first maximum."""
     op = "max_pool2d"
     _checks.tensor(input, "input", op)
@@ -170,7 +188,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 
 
 @_logged
-def add_relu(input, other):
+def add_relu(input: Tensor | bool | int | float, other: Tensor | bool | int | float) -> Tensor:
     """``relu(input + other)`` in one pass (broadcasting as ``torch.add``). One side may be a Python
     number: it is promoted as ``torch.add`` promotes it (``add_relu(x, 1.5)``)."""
     op = "add_relu"

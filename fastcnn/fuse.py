@@ -52,15 +52,20 @@ class FuseReport:
     """What ``fuse`` did: ``fused`` (module path, pattern), ``replaced`` (module path, old -> new
     type), ``skipped`` (module path, why its forward was left as written)."""
 
-    fused: list = field(default_factory=list)
-    replaced: list = field(default_factory=list)
-    skipped: list = field(default_factory=list)
+    fused: list[tuple[str, str]] = field(default_factory=list)
+    replaced: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def __str__(self) -> str:
-        lines = [f"fastcnn.fuse: {len(self.fused)} fused patterns, {len(self.replaced)} modules replaced, "
-                 f"{len(self.skipped)} modules left as written"]
+        """One line per module: a conv that heads a fused pattern is named by that pattern only (its
+        replacement by fastcnn.nn.Conv2d is implied), other replaced modules once each, then the
+        modules left as written. The first line counts each list."""
+        heads = {p for p, _ in self.fused}
+        inside = sum(p in heads for p, _ in self.replaced)
+        lines = [f"fastcnn.fuse: {len(self.fused)} fused patterns, {len(self.replaced)} modules replaced by fastcnn "
+                 f"layers ({inside} of them head a fused pattern), {len(self.skipped)} modules left as written"]
         lines += [f"  fused     {p or '<root>'}: {what}" for p, what in self.fused]
-        lines += [f"  replaced  {p or '<root>'}: {what}" for p, what in self.replaced]
+        lines += [f"  replaced  {p or '<root>'}: {what}" for p, what in self.replaced if p not in heads]
         lines += [f"  left      {p or '<root>'}: {why}" for p, why in self.skipped]
         return "\n".join(lines)
 
@@ -434,7 +439,8 @@ def _rewrite_module(module: nn.Module, path: str, report: FuseReport):
     return _as_graph_module(module, graph)
 
 
-def fuse(model: nn.Module, *, inplace: bool = False, return_report: bool = False):
+def fuse(model: nn.Module, *, inplace: bool = False,
+         return_report: bool = False) -> nn.Module | tuple[nn.Module, FuseReport]:
     """``model`` rewritten with fastcnn layers (see the module docstring); with
     ``return_report=True``, ``(fused_model, FuseReport)``."""
     if not isinstance(model, nn.Module):

@@ -37,10 +37,21 @@ from __future__ import annotations
 import functools
 import weakref
 
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar, Union, cast
+
 import torch
 import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
+from torch import Tensor
+
+from .functional import Activation
+
+# nn.Conv2d's own argument types (torch.nn.common_types._size_2_t), so a drop-in type-checks as one.
+_Size2 = Union[int, tuple[int, int]]
+_Padding2 = Union[str, _Size2]
+_PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
 
 from . import _checks
 from . import functional as FF
@@ -48,7 +59,10 @@ from . import functional as FF
 __all__ = ["Conv2d", "Conv2dReLU", "Conv1x1", "MaxPool2d", "AddReLU", "conv_bn_act", "fold_bn", "clear_fold_cache"]
 
 
-def fx_leaf(fn):
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def fx_leaf(fn: _F) -> _F:
     """Make ``fn`` one node under torch.fx tracing (``symbolic_trace`` of a model built on it, or a
     GraphModule re-traced when unpickled) instead of being traced into: the fastcnn functions
     validate real tensors, and the BN fold and the train/eval choice must happen when the graph
@@ -59,7 +73,7 @@ def fx_leaf(fn):
             if isinstance(a, torch.fx.Proxy):
                 return a.tracer.create_proxy("call_function", wrapper, args, kwargs)
         return fn(*args, **kwargs)
-    return wrapper
+    return cast(_F, wrapper)
 
 
 def _act(activation, op):
@@ -94,21 +108,23 @@ class Conv2d(nn.Conv2d):
     padding or groups run as ``conv1x1``.
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, padding_mode="zeros", device=None, dtype=None, *, activation=None):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: _Size2, stride: _Size2 = 1,
+                 padding: _Padding2 = 0, dilation: _Size2 = 1, groups: int = 1, bias: bool = True,
+                 padding_mode: _PaddingMode = "zeros", device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None, *, activation: Activation = None) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, device=device, dtype=dtype)
         self.activation = _act(activation, type(self).__name__)
 
-    def forward(self, input, residual=None):
+    def forward(self, input: Tensor, residual: Tensor | None = None) -> Tensor:
         return _conv_forward(self, input, self.weight, self.bias, residual, self.activation)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         s = super().extra_repr()
         return s + f", activation={self.activation!r}" if self.activation else s
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, activation=None) -> "Conv2d":
+    def from_conv(cls, conv: nn.Conv2d, activation: Activation = None) -> Conv2d:
         """A fastcnn conv sharing ``conv``'s parameters (same geometry, same state_dict keys)."""
         if not isinstance(conv, nn.Conv2d):
             raise ValueError(f"{cls.__name__}.from_conv: expected an nn.Conv2d, got {type(conv).__name__}")
@@ -124,8 +140,10 @@ class Conv2d(nn.Conv2d):
 class Conv2dReLU(Conv2d):
     """``nn.Conv2d`` followed by ReLU, in one op (arguments as ``nn.Conv2d``)."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, padding_mode="zeros", device=None, dtype=None):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: _Size2, stride: _Size2 = 1,
+                 padding: _Padding2 = 0, dilation: _Size2 = 1, groups: int = 1, bias: bool = True,
+                 padding_mode: _PaddingMode = "zeros", device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, device=device, dtype=dtype, activation="relu")
 
@@ -139,8 +157,10 @@ class Conv1x1(nn.Conv2d):
     ``fastcnn.functional.conv1x1``, ``activation`` defaults to ``"relu"``.
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size=1, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, padding_mode="zeros", device=None, dtype=None, *, activation="relu"):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: _Size2 = 1, stride: _Size2 = 1,
+                 padding: _Padding2 = 0, dilation: _Size2 = 1, groups: int = 1, bias: bool = True,
+                 padding_mode: _PaddingMode = "zeros", device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None, *, activation: Activation = "relu") -> None:
         name = type(self).__name__
         if kernel_size not in (1, (1, 1), [1, 1]):
             raise ValueError(f"{name}: kernel_size must be 1, got {kernel_size!r}")
@@ -152,10 +172,10 @@ class Conv1x1(nn.Conv2d):
                          dtype=dtype)
         self.activation = _act(activation, name)
 
-    def forward(self, input, residual=None):
+    def forward(self, input: Tensor, residual: Tensor | None = None) -> Tensor:
         return _conv_forward(self, input, self.weight, self.bias, residual, self.activation)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return super().extra_repr() + f", activation={self.activation!r}"
 
 
@@ -172,7 +192,7 @@ def _add_relu(input, other):
 class MaxPool2d(nn.MaxPool2d):
     """``nn.MaxPool2d`` (same arguments) on ``fastcnn.functional.max_pool2d``."""
 
-    def forward(self, input):
+    def forward(self, input: Tensor) -> Tensor | tuple[Tensor, Tensor]:  # type: ignore[override]
         return _max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
                            self.return_indices)
 
@@ -180,7 +200,7 @@ class MaxPool2d(nn.MaxPool2d):
 class AddReLU(nn.Module):
     """``relu(input + other)`` in one pass (broadcasting as ``torch.add``): the residual join."""
 
-    def forward(self, input, other):
+    def forward(self, input: Tensor, other: Tensor | float) -> Tensor:
         return _add_relu(input, other)
 
 
@@ -207,7 +227,8 @@ def _bn_tensors(conv, bn):
     return (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
 
 
-def fold_bn(conv: nn.Conv2d, bn: nn.modules.batchnorm._BatchNorm, weight=None, bias=None):
+def fold_bn(conv: nn.Conv2d, bn: nn.modules.batchnorm._BatchNorm, weight: Tensor | None = None,
+            bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """The conv weight and bias with the eval-mode BN folded in (differentiable; not cached)."""
     w = conv.weight if weight is None else weight
     b = conv.bias if bias is None else bias
@@ -257,7 +278,8 @@ def _can_fold(bn) -> bool:
 
 
 @fx_leaf
-def conv_bn_act(input, conv: nn.Conv2d, bn: nn.Module | None = None, residual=None, activation=None):
+def conv_bn_act(input: Tensor, conv: nn.Conv2d, bn: nn.Module | None = None, residual: Tensor | None = None,
+                activation: Activation = None) -> Tensor:
     """``act(bn(conv(input)) + residual)`` with fastcnn ops (see the module docstring).
 
     ``conv`` is any ``nn.Conv2d`` (its weight, bias and geometry are used), ``bn`` a BatchNorm2d or

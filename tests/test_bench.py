@@ -66,7 +66,7 @@ def test_cli_quick_writes_csv_and_plots(tmp_path, monkeypatch):
     """The command line in-process on two layers and LeNet-5, timing cut short: the CSV columns and
     values are the documented ones, the baseline's speedup is 1, and the plots are written."""
     monkeypatch.setattr(suite, "QUICK_LAYERS", {"lenet5.conv2", "lenet5.pool1"})
-    monkeypatch.setattr(common, "time_cpu", lambda fn, min_run_time=0.3: _time_once(fn))
+    monkeypatch.setattr(common, "cpu_samples", lambda fn, min_run_time=0.3: [_time_once(fn)[0]])
     out = tmp_path / "res"
     rc = suite.main(["--quick", "--device", "cpu", "--out", str(out), "--nets", "lenet5", "--layouts", "nhwc",
                      "--modes", "fwd,fwd+bwd,inference,train"])
@@ -84,6 +84,10 @@ def test_cli_quick_writes_csv_and_plots(tmp_path, monkeypatch):
             if r["provider"] == "torch_cpu":
                 assert float(r["speedup"]) == 1.0
         assert len({r["timestamp"] for r in rows}) == 1  # one run, one timestamp
+    models = list(csv.DictReader(open(out / "models.csv", newline="")))
+    for r in models:  # one round: its speedup range is the speedup itself
+        assert r["rounds"] == "1" and float(r["speedup_lo"]) == float(r["speedup_hi"]) == pytest.approx(
+            float(r["speedup"]))
     ops = list(csv.DictReader(open(out / "ops.csv", newline="")))
     assert {r["name"] for r in ops} == {"lenet5.conv2", "lenet5.pool1"}
     assert {r["mode"] for r in ops} == {"fwd", "fwd+bwd"}
@@ -94,6 +98,72 @@ def test_cli_quick_writes_csv_and_plots(tmp_path, monkeypatch):
     for png in ("ops_speedup.png", "roofline.png", "models_throughput.png"):
         assert os.path.getsize(out / png) > 10_000, png
     assert suite.report(str(out), echo=lambda *_: None) == 0
+
+
+def test_rounds_report_the_median_and_the_spread_not_the_best(monkeypatch):
+    """Three rounds of made-up times: the row's ms_p50 is the median over every round's samples,
+    speedup = baseline median / fastcnn median, speedup_lo/hi the range of the per-round speedups."""
+    from fastcnn.bench import bench_models
+
+    times = {"torch_cpu": iter([[10.0, 10.0], [12.0, 12.0], [20.0, 20.0]]),
+             "fastcnn_cpu": iter([[5.0, 5.0], [8.0, 8.0], [40.0, 40.0]])}
+    current = {}
+    real_context = bench_models._provider_context
+
+    def context(prov):
+        current["p"] = prov
+        return real_context(prov)
+
+    monkeypatch.setattr(bench_models, "_provider_context", context)
+    monkeypatch.setattr(common, "samples", lambda fn, device, quick=False: next(times[current["p"]]))
+    rows = bench_models.run("cpu", ["lenet5"], ["train"], batch=2, quick=True, rounds=3, echo=lambda *_: None)
+    by = {r["provider"]: r for r in rows}
+    assert by["torch_cpu"]["ms_p50"] == 12.0 and by["fastcnn_cpu"]["ms_p50"] == 8.0  # not the best (10, 5)
+    assert by["fastcnn_cpu"]["speedup"] == pytest.approx(12.0 / 8.0)
+    assert by["fastcnn_cpu"]["speedup_lo"] == pytest.approx(0.5) and by["fastcnn_cpu"]["speedup_hi"] == 2.0
+    assert by["fastcnn_cpu"]["rounds"] == 3
+
+
+def test_tables_say_speedup_and_greater_is_faster():
+    rows = [{"provider": "torch_cpu", "mode": "fwd", "dtype": "fp32", "layout": "nchw", "speedup": "1.0"},
+            {"provider": "fastcnn_cpu", "mode": "fwd", "dtype": "fp32", "layout": "nchw", "speedup": "2.0"},
+            {"provider": "fastcnn_cpu", "mode": "fwd", "dtype": "fp32", "layout": "nchw", "speedup": "0.5"}]
+    table = suite.ops_table(rows, "torch_cpu")
+    header, _, row = table.splitlines()
+    cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in row.split("|")]))
+    assert (cells["geomean speedup"], cells["lowest"], cells["highest"]) == ("1", "0.5", "2")  # geomean(2, 0.5)
+    assert "> 1: faster" in suite.ops_header("torch_cpu") and "> 1: faster" in suite.models_header("torch_cpu")
+    assert "ratio" not in table
+
+
+def test_readme_tables_match_the_committed_csvs():
+    """The README's CPU numbers are rendered from bench/results/cpu_*.csv (tools/bench_readme.py)."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, os.path.join(root, "tools", "bench_readme.py"), "--check"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_default_output_is_under_the_current_directory(tmp_path, monkeypatch):
+    """Without --out the CSVs go to ./bench-out/<device>, never into the installed package."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(suite, "QUICK_LAYERS", {"lenet5.pool1"})
+    monkeypatch.setattr(common, "cpu_samples", lambda fn, min_run_time=0.3: [_time_once(fn)[0]])
+    assert suite.main(["ops", "--quick", "--device", "cpu", "--nets", "lenet5", "--layouts", "nchw", "--modes",
+                       "fwd", "--no-plots"]) == 0
+    written = [os.path.join(d, f) for d, _, fs in os.walk(tmp_path) for f in fs]
+    assert written and all(p.startswith(str(tmp_path / "bench-out")) for p in written), written
+    assert not os.path.exists(os.path.join(os.path.dirname(suite.__file__), "results", suite.device_slug("cpu")))
+
+
+def test_every_option_has_help():
+    for action in suite.parser()._actions:
+        assert action.help, action.option_strings
+    text = suite.parser().format_help()
+    assert "lenet5 64" in text and "(default: 1)" in text  # --batch's numbers, --rounds' default
 
 
 def test_cli_rejects_unknown_names(capsys):

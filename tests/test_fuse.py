@@ -100,6 +100,11 @@ def test_fuse_plain_networks(name):
     assert sum(type(m) is fnn.MaxPool2d for m in fused.modules()) == n_pool
     assert len(report.fused) == PATTERNS[name], str(report)
     assert len(report.replaced) == n_conv + n_pool
+    # the printed report names each converted module once (a conv heading a pattern only there)
+    named = [line.split(":", 1)[0].split()[1] for line in str(report).splitlines()[1:]]
+    for path, _ in report.replaced:
+        assert named.count(path or "<root>") == 1, (path, str(report))
+    assert len(named) == len(set(named)), str(report)
     if name == "googlenet":  # `if self.training` in its forward: left as written, noted
         assert [p for p, _ in report.skipped] == [""]
         assert "self.training" in report.skipped[0][1]

@@ -64,3 +64,24 @@ def test_activation_names_are_defined_once_per_language():
     cpp = _hits(r'==\s*"(none|relu)"')["C++"]
     assert cpp == ["csrc/checks.h"] * 2, cpp  # parse_activation
     assert not _hits(r"""['"]identity['"]""")["Python"] and not _hits(r'"identity"')["C++"]
+
+
+# A file the next engineer can hold in their head: over MAX_LINES a source says why in its first
+# lines ("size: <reason>"), e.g. a kernel whose variants must share one translation unit.
+MAX_LINES = 800
+SIZE_TREES = ("csrc", "fastcnn", "kernels", "bench", "tests", "tools", ".ci")
+
+
+def test_no_source_file_is_over_800_lines_without_a_reason():
+    long = []
+    for tree in SIZE_TREES:
+        for root, dirs, files in os.walk(os.path.join(REPO, tree)):
+            dirs[:] = [d for d in dirs if d not in ("__pycache__", "data", "results")]
+            for f in files:
+                if not f.endswith(CPP + (".py", ".sh")):
+                    continue
+                path = os.path.join(root, f)
+                lines = open(path, encoding="utf-8", errors="replace").read().splitlines()
+                if len(lines) > MAX_LINES and not any("size:" in line for line in lines[:5]):
+                    long.append(f"{os.path.relpath(path, REPO)} ({len(lines)} lines)")
+    assert not long, f"over {MAX_LINES} lines with no 'size:' reason in the first 5 lines: {long}"

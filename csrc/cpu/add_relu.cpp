@@ -15,24 +15,31 @@ namespace {
 
 template <typename T, typename F>
 void binary_loop(at::TensorIterator& iter, F f) {
-  iter.for_each([f](char** data, const int64_t* strides, int64_t n) {
-    T* o = reinterpret_cast<T*>(data[0]);
-    const T* a = reinterpret_cast<const T*>(data[1]);
-    const T* b = reinterpret_cast<const T*>(data[2]);
+  // A 2-d loop (outer strides after the 3 inner ones), not for_each's 1-d adapter: that adapter
+  // (TensorIterator::loop_2d_from_1d) copies the pointers into a c10::SmallVector, where GCC 12
+  // reports 8 false -Wmaybe-uninitialized warnings once it is inlined here.
+  iter.for_each([f](char** base, const int64_t* strides, int64_t n, int64_t outer) {
+    char* data[3] = {base[0], base[1], base[2]};
     constexpr int64_t s = sizeof(T);
-    if (strides[0] == s && strides[1] == s && strides[2] == s) {
-      for (int64_t i = 0; i < n; ++i) o[i] = f(a[i], b[i]);
-    } else if (strides[0] == s && strides[1] == s && strides[2] == 0) {
-      const T bv = b[0];
-      for (int64_t i = 0; i < n; ++i) o[i] = f(a[i], bv);
-    } else if (strides[0] == s && strides[1] == 0 && strides[2] == s) {
-      const T av = a[0];
-      for (int64_t i = 0; i < n; ++i) o[i] = f(av, b[i]);
-    } else {
-      for (int64_t i = 0; i < n; ++i) {
-        *reinterpret_cast<T*>(data[0] + i * strides[0]) = f(*reinterpret_cast<const T*>(data[1] + i * strides[1]),
-                                                            *reinterpret_cast<const T*>(data[2] + i * strides[2]));
+    for (int64_t j = 0; j < outer; ++j) {
+      T* o = reinterpret_cast<T*>(data[0]);
+      const T* a = reinterpret_cast<const T*>(data[1]);
+      const T* b = reinterpret_cast<const T*>(data[2]);
+      if (strides[0] == s && strides[1] == s && strides[2] == s) {
+        for (int64_t i = 0; i < n; ++i) o[i] = f(a[i], b[i]);
+      } else if (strides[0] == s && strides[1] == s && strides[2] == 0) {
+        const T bv = b[0];
+        for (int64_t i = 0; i < n; ++i) o[i] = f(a[i], bv);
+      } else if (strides[0] == s && strides[1] == 0 && strides[2] == s) {
+        const T av = a[0];
+        for (int64_t i = 0; i < n; ++i) o[i] = f(av, b[i]);
+      } else {
+        for (int64_t i = 0; i < n; ++i) {
+          *reinterpret_cast<T*>(data[0] + i * strides[0]) = f(*reinterpret_cast<const T*>(data[1] + i * strides[1]),
+                                                              *reinterpret_cast<const T*>(data[2] + i * strides[2]));
+        }
       }
+      for (int k = 0; k < 3; ++k) data[k] += strides[3 + k];
     }
   });
 }

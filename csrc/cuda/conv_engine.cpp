@@ -23,6 +23,7 @@
 #include "cuda/conv1x1_kernel.cuh"
 #include "cuda/conv2d_kernel.cuh"
 #include "cuda/aten_utils.h"
+#include "cuda/sm90_dispatch.h"
 
 namespace fastcnn {
 namespace cuda {
@@ -69,6 +70,7 @@ at::Tensor conv_forward_cuda(const at::Tensor& input, const at::Tensor& weight, 
   const at::MemoryFormat fmt = conv_memory_format(input, weight);
   at::Tensor out = new_output({g.N, g.K, g.P, g.Q}, input.options().memory_format(fmt));
   if (out.numel() == 0) return out;
+  if (sm90_conv_forward(input, weight, bias, residual, g, act, tf32_allowed(input), out)) return out;  // sm90 path
 
   const int64_t Cg = g.Cg();
   const int64_t cpad = conv_pad_channels(Cg, input.element_size());
@@ -135,9 +137,9 @@ GradOperands grad_operands(const at::Tensor& grad_output, const std::optional<at
 // grad_input: the fprop kernel on the masked gradient and the transposed, flipped weight, one
 // launch per stride phase.
 at::Tensor conv_dgrad(const GradOperands& go, const at::Tensor& input, const at::Tensor& weight, const ConvGeom& g,
-                      at::MemoryFormat fmt) {
+                      at::MemoryFormat fmt, Sm90Backward& hopper) {
   at::Tensor gx = new_output(input.sizes(), input.options().memory_format(fmt));
-  if (gx.numel() == 0) return gx;
+  if (gx.numel() == 0 || hopper.dgrad(gx)) return gx;
   const int64_t Cg = g.Cg(), Kg = g.Kg();
   const int64_t kpad = conv_pad_channels(Kg, input.element_size());
   at::Tensor wt = at::zeros({g.G, Cg, g.R, g.S, kpad}, weight.options());
@@ -167,9 +169,11 @@ at::Tensor conv_dgrad(const GradOperands& go, const at::Tensor& input, const at:
 }
 
 // grad_weight: split-K over pixels into a workspace, reduced in a fixed order.
-at::Tensor conv_wgrad(const GradOperands& go, const at::Tensor& input, const at::Tensor& weight, const ConvGeom& g) {
+at::Tensor conv_wgrad(const GradOperands& go, const at::Tensor& input, const at::Tensor& weight, const ConvGeom& g,
+                      Sm90Backward& hopper) {
   at::Tensor gw = new_output(weight.sizes(), weight.options().memory_format(weight.suggest_memory_format()));
   if (g.N * g.P * g.Q == 0) return gw.zero_();
+  if (hopper.wgrad(gw)) return gw;
   const at::Tensor x = act_operand(input, g.Cg());
   ConvWgradParams p{};
   p.s = g;
@@ -272,9 +276,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_backward_cuda(
   const auto empty = [&] { return at::empty({0}, input.options()); };
   GradOperands go{};
   if (mask[0] || mask[1] || mask[2]) go = grad_operands(grad_output, output, g, fmt, relu);
+  Sm90Backward hopper(grad_output, input, weight, output, g, act, tf32_allowed(input));  // cuda/sm90_dispatch.h
   // Braced initialisation evaluates left to right: the passes run in this order.
-  return {mask[0] ? conv_dgrad(go, input, weight, g, fmt) : empty(),
-          mask[1] ? conv_wgrad(go, input, weight, g) : empty(),
+  return {mask[0] ? conv_dgrad(go, input, weight, g, fmt, hopper) : empty(),
+          mask[1] ? conv_wgrad(go, input, weight, g, hopper) : empty(),
           mask[2] ? conv_bias_grad(go, input, g) : empty(),
           mask[3] ? conv_preact_grad(grad_output, output, fmt, relu) : empty()};
 }

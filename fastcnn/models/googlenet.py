@@ -31,7 +31,8 @@ GoogLeNetOutputs = namedtuple("GoogLeNetOutputs", ["logits", "aux_logits2", "aux
 class BasicConv2d(nn.Module):
     """conv (no bias) -> BatchNorm2d(eps=0.001) -> ReLU, fused."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size=1, stride=1, padding=0):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int] = 1,
+                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0) -> None:
         super().__init__()
         if kernel_size in (1, (1, 1)) and padding in (0, (0, 0)):
             self.conv = Conv1x1(in_channels, out_channels, kernel_size=1, stride=stride, bias=False, activation=None)
@@ -39,7 +40,7 @@ class BasicConv2d(nn.Module):
             self.conv = Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False)
         self.bn = nn.BatchNorm2d(out_channels, eps=0.001)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return conv_bn_act(x, self.conv, self.bn, activation="relu")
 
 
@@ -62,7 +63,7 @@ class Inception(nn.Module):
             BasicConv2d(in_channels, pool_proj, kernel_size=1),
         )
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
 
 
@@ -74,7 +75,7 @@ class InceptionAux(nn.Module):
         self.fc2 = nn.Linear(1024, num_classes)
         self.dropout = nn.Dropout(p=dropout)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.adaptive_avg_pool2d(x, (4, 4))
         x = self.conv(x)
         x = torch.flatten(x, 1)
@@ -131,7 +132,7 @@ class GoogLeNet(nn.Module):
                     nn.init.constant_(m.weight, 1)
                     nn.init.constant_(m.bias, 0)
 
-    def _transform_input(self, x):
+    def _transform_input(self, x: torch.Tensor) -> torch.Tensor:
         if self.transform_input:
             x_ch0 = torch.unsqueeze(x[:, 0], 1) * (0.229 / 0.5) + (0.485 - 0.5) / 0.5
             x_ch1 = torch.unsqueeze(x[:, 1], 1) * (0.224 / 0.5) + (0.456 - 0.5) / 0.5
@@ -139,7 +140,7 @@ class GoogLeNet(nn.Module):
             x = torch.cat((x_ch0, x_ch1, x_ch2), 1)
         return x
 
-    def _forward(self, x):
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         x = self.conv1(x)
         x = self.maxpool1(x)
         x = self.conv2(x)
@@ -172,7 +173,7 @@ class GoogLeNet(nn.Module):
         x = self.fc(x)
         return x, aux2, aux1
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor | GoogLeNetOutputs:
         """Logits; in train mode with ``aux_logits``, ``GoogLeNetOutputs(logits, aux_logits2,
         aux_logits1)`` as torchvision."""
         x = self._transform_input(x)

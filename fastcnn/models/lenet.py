@@ -62,18 +62,18 @@ class LeNet5(nn.Module):
         """The (C, H, W) of one input image."""
         return (self.in_channels, self.input_size, self.input_size)
 
-    def _act(self, x):
+    def _act(self, x: torch.Tensor) -> torch.Tensor:
         if self.activation == "relu":
             return torch.relu(x)
         return torch.sigmoid(x) if self.activation == "sigmoid" else torch.tanh(x)
 
-    def _conv_block(self, conv, x):
+    def _conv_block(self, conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
         x = conv(x)  # the ReLU is fused into the conv
         if self.activation != "relu":
             x = self._act(x)
         return self.pool(x)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.fx.Proxy) and tuple(x.shape[-3:]) != self.image_shape:
             other = 32 if self.input_size == 28 else 28
             hint = f"; lenet5(input_size={other}) takes {other}x{other}" if tuple(x.shape[-2:]) == (other, other) else ""

@@ -34,14 +34,15 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> Conv1x1:
 class Downsample(nn.Sequential):
     """The shortcut's 1x1 conv + BN (``downsample.0``, ``downsample.1``) as one fused op."""
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return conv_bn_act(x, self[0], self[1])
 
 
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64, dilation=1):
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 groups: int = 1, base_width: int = 64, dilation: int = 1) -> None:
         super().__init__()
         if groups != 1 or base_width != 64:
             raise ValueError("BasicBlock only supports groups=1 and base_width=64")
@@ -54,7 +55,7 @@ class BasicBlock(nn.Module):
         self.downsample = downsample
         self.stride = stride
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = conv_bn_act(x, self.conv1, self.bn1, activation="relu")
         identity = x if self.downsample is None else self.downsample(x)
         return conv_bn_act(out, self.conv2, self.bn2, residual=identity, activation="relu")
@@ -63,7 +64,8 @@ class BasicBlock(nn.Module):
 class Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64, dilation=1):
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 groups: int = 1, base_width: int = 64, dilation: int = 1) -> None:
         super().__init__()
         width = int(planes * (base_width / 64.0)) * groups
         self.conv1 = conv1x1(inplanes, width)
@@ -75,7 +77,7 @@ class Bottleneck(nn.Module):
         self.downsample = downsample
         self.stride = stride
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = conv_bn_act(x, self.conv1, self.bn1, activation="relu")
         out = conv_bn_act(out, self.conv2, self.bn2, activation="relu")
         identity = x if self.downsample is None else self.downsample(x)
@@ -119,7 +121,8 @@ class ResNet(nn.Module):
                 elif isinstance(m, BasicBlock):
                     nn.init.constant_(m.bn2.weight, 0)
 
-    def _make_layer(self, block, planes, blocks, stride=1, dilate=False):
+    def _make_layer(self, block: type[BasicBlock | Bottleneck], planes: int, blocks: int, stride: int = 1,
+                    dilate: bool = False) -> nn.Sequential:
         downsample = None
         previous_dilation = self.dilation
         if dilate:
@@ -147,7 +150,7 @@ class ResNet(nn.Module):
         return self.fc(x)
 
 
-def _resnet(block, layers, num_classes, **kwargs) -> ResNet:
+def _resnet(block: type[BasicBlock | Bottleneck], layers: Sequence[int], num_classes: int, **kwargs) -> ResNet:
     return ResNet(block, layers, num_classes=num_classes, **kwargs)
 
 
