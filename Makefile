@@ -20,7 +20,7 @@ NVCC ?= nvcc
 # Each test phase prints its wall time (CI's budget: the default suite within 15 minutes).
 TIMED := tools/timed.sh
 
-.PHONY: demo test test-triton install deps torch build cuda-check sm90-check bench-cpu check clean
+.PHONY: demo test test-triton triton-aot triton-aot-full install deps torch build cuda-check sm90-check cuda-sim bench-cpu check clean
 
 # The main job (python -m fastcnn demo; outputs in ./demo-out). DEMO_ARGS passes options, e.g.
 # make demo DEMO_ARGS="--data ~/mnist --out /tmp/demo" (python -m fastcnn demo --help lists them).
@@ -35,12 +35,30 @@ demo: build
 # duplicated cases are marked slow: PYTEST_ARGS="-q -rs --runslow" runs them too.
 PYTEST_TRITON = env TRITON_INTERPRET=1 $(PYTHON) -m pytest tests $(PYTEST_ARGS) -k "triton"
 
+# Then the cuda-sim phase (make cuda-sim, below): CUDA_SIM=0 leaves it out (.ci/run runs it as its
+# own step).
+CUDA_SIM ?= 1
+
 test: build
-	@$(TIMED) "pytest: CPU suite" $(PYTHON) -m pytest tests $(PYTEST_ARGS)
+	@$(TIMED) "pytest: CPU suite" $(PYTHON) -m pytest tests $(PYTEST_ARGS) -m "not cudasim"
 	@$(TIMED) "pytest: Triton interpreter suite" $(PYTEST_TRITON)
+	@$(if $(filter 1,$(CUDA_SIM)),$(MAKE) --no-print-directory cuda-sim,echo "cuda-sim: left out (CUDA_SIM=0)")
 
 test-triton: build
 	@$(TIMED) "pytest: Triton interpreter suite" $(PYTEST_TRITON)
+
+# Every Triton kernel variant the launchers pick for the four networks (and every candidate config
+# on ResNet-50 and LeNet-5) compiled for sm_90a and sm_80 without a GPU: fails on a compile error,
+# a spill, shared memory over the limit, a tensor-core tile without wgmma on sm_90, or a table
+# that differs from bench/results/triton_aot.csv. --check (CI) compiles the new or changed variants
+# and 240 committed rows drawn per commit; `make triton-aot TRITON_AOT_ARGS=` compiles them all and
+# rewrites the table. triton-aot-full: every config on every layer (bench/results/triton_aot_full.csv).
+TRITON_AOT_ARGS ?= --check
+triton-aot: build
+	$(PYTHON) tools/triton_aot.py $(TRITON_AOT_ARGS)
+
+triton-aot-full: build
+	$(PYTHON) tools/triton_aot.py --full
 
 check: build
 	$(PYTHON) -m fastcnn check
@@ -90,6 +108,38 @@ cuda-check:
 # cuobjdump/nvdisasm wheels with --no-deps when missing; writes bench/results/sm90_sass.csv. No GPU.
 sm90-check:
 	$(PYTHON) tools/sm90_check.py
+
+# cuda-sim: the CUDA kernels and launchers compiled by the host compiler against a SIMT emulation
+# (fastcnn._C_cudasim and its AddressSanitizer variant _C_cudasim_asan; incremental, ninja), then
+# every test marked cudasim (the op, fuzz, error and numerics tests on the targets cuda-sim and
+# cuda-sim-rev, tests/test_cuda_sim.py in three orders, LeNet-5), then the op tests' cuda-sim cases
+# once more under ASan (one order; the process preloads the ASan runtime). Skipped with the reason
+# when no C++ compiler or no CUDA headers are found, an error with FASTCNN_SIM_REQUIRE=1 (CI, where
+# nvcc is). FASTCNN_SIM_ASAN_BUILD=0 builds and runs without the ASan variant. Not part of `make
+# demo` or of `pip install`.
+FASTCNN_SIM_ASAN_BUILD ?= 1
+CUDASIM_TESTS ?= tests
+CUDASIM_ASAN_TESTS ?= tests/test_conv2d.py tests/test_conv1x1.py tests/test_max_pool2d.py tests/test_add_relu.py
+ASAN_PRELOAD = $(shell $(CXX) -print-file-name=libasan.so 2>/dev/null) $(shell $(CXX) -print-file-name=libstdc++.so.6 2>/dev/null)
+ASAN_ENV = env FASTCNN_SIM_ASAN=1 ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD="$(ASAN_PRELOAD)"
+# The ASan phase fails unless the ASan module is the one that loads (else its cases would skip).
+export CUDASIM_ASAN_LOADS = import sys, fastcnn._cudasim as s; ok = s.load() is not None and \
+  s.module_name().endswith("asan"); print("cuda-sim ASan:", "fastcnn." + s.module_name() if ok else s.ERROR); sys.exit(not ok)
+
+cuda-sim: build
+	@$(TIMED) "build: fastcnn._C_cudasim" $(PYTHON) tools/build_cudasim.py \
+	  $(if $(filter 1,$(FASTCNN_SIM_ASAN_BUILD)),--asan) $(if $(filter 1,$(FASTCNN_SIM_REQUIRE)),--require)
+	@if $(PYTHON) -c "import sys, fastcnn._cudasim as s; sys.exit(s.load() is None)" 2>/dev/null; then \
+	  $(TIMED) "pytest: cuda-sim (fwd + rev)" $(PYTHON) -m pytest $(CUDASIM_TESTS) $(PYTEST_ARGS) -m cudasim || exit 1; \
+	  if [ "$(FASTCNN_SIM_ASAN_BUILD)" = 1 ]; then \
+	    $(ASAN_ENV) $(PYTHON) -c "$$CUDASIM_ASAN_LOADS" || exit 1; \
+	    $(TIMED) "pytest: cuda-sim under ASan" $(ASAN_ENV) $(PYTHON) -m pytest $(CUDASIM_ASAN_TESTS) \
+	      $(PYTEST_ARGS) -k "cuda-sim and not cuda-sim-rev" || exit 1; \
+	  fi; \
+	else \
+	  echo "cuda-sim: tests skipped: fastcnn._C_cudasim was not built (see above)"; \
+	  [ "$(FASTCNN_SIM_REQUIRE)" != 1 ] || exit 1; \
+	fi
 
 # The CPU op benchmark against PyTorch (oneDNN); rows appended to bench/results/cpu_ops.csv.
 bench-cpu: build

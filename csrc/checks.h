@@ -43,6 +43,9 @@ inline const char* dtype_name(at::ScalarType t) {
     case at::kShort: return "int16";
     case at::kInt: return "int32";
     case at::kLong: return "int64";
+    case at::kUInt16: return "uint16";
+    case at::kUInt32: return "uint32";
+    case at::kUInt64: return "uint64";
     case at::kBool: return "bool";
     case at::kComplexHalf: return "complex32";
     case at::kComplexFloat: return "complex64";
@@ -67,6 +70,19 @@ inline bool is_float_type(at::ScalarType t) {
 inline void check_float(const char* op, const at::Tensor& t, const char* name) {
   TORCH_CHECK_VALUE(is_float_type(t.scalar_type()), op, ": ", name,
                     " must be a floating-point tensor (float32, float64, float16, bfloat16), got ",
+                    dtype_name(t.scalar_type()));
+}
+
+// max_pool2d also takes the integer types PyTorch max-pools (uint8 images, integer label maps); they
+// have no gradient, so every other op and every backward stays floating-point.
+inline bool is_int_type(at::ScalarType t) {
+  return t == at::kByte || t == at::kChar || t == at::kShort || t == at::kInt || t == at::kLong;
+}
+
+inline void check_pool_dtype(const char* op, const at::Tensor& t, const char* name) {
+  TORCH_CHECK_VALUE(is_float_type(t.scalar_type()) || is_int_type(t.scalar_type()), op, ": ", name,
+                    " must be a floating-point or integer tensor (float32, float64, float16, bfloat16, uint8, int8, "
+                    "int16, int32, int64), got ",
                     dtype_name(t.scalar_type()));
 }
 
@@ -178,7 +194,7 @@ inline void check_conv_backward(const char* op, const at::Tensor& input, const a
 inline PoolGeom check_max_pool2d(const char* op, const at::Tensor& input, at::IntArrayRef kernel_size,
                                  at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                                  bool ceil_mode) {
-  check_float(op, input, "input");
+  check_pool_dtype(op, input, "input");
   check_dim4(op, input, "input", "[N, C, H, W]");
   check_pair(op, "kernel_size", kernel_size, 1, kMaxGeom);
   check_pair(op, "stride", stride, 1);
@@ -207,6 +223,9 @@ inline PoolGeom check_max_pool2d_backward(const char* op, const at::Tensor& grad
                                           at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                                           bool ceil_mode) {
   const PoolGeom g = check_max_pool2d(op, input, kernel_size, stride, padding, dilation, ceil_mode);
+  TORCH_CHECK_VALUE(is_float_type(input.scalar_type()), op,
+                    ": input must be a floating-point tensor (float32, float64, float16, bfloat16), got ",
+                    dtype_name(input.scalar_type()), ": an integer max_pool2d has no gradient");
   const int64_t shape[4] = {g.N, g.C, g.P, g.Q};
   check_same(op, input, "input", grad_output, "grad_output");
   check_shape(op, grad_output, "grad_output", shape);

@@ -25,10 +25,12 @@ from ._backend import Dispatch, available_backends, backend, explain, get_backen
 from . import nn, models  # noqa: E402  (drop-in modules; networks with torchvision's names)
 from .fuse import fuse, FuseReport  # noqa: E402  (ordinary model -> fastcnn layers)
 from . import sm90  # noqa: E402  (the Hopper path: mode switch, _C_sm90 registration, path report)
+from . import _cudasim  # noqa: E402  (the cuda-sim backend, where `make cuda-sim` built it)
 
 __all__ = ["functional", "nn", "models", "fuse", "FuseReport", "backend", "set_backend", "get_backend",
            "available_backends", "resolve", "explain", "Dispatch", "UnsupportedVersionWarning"]
 __version__ = "0.1.0"  # the package version (pyproject.toml reads it from here)
 
+_cudasim.load()
 _init_from_env()
 sm90._init()

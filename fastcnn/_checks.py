@@ -19,6 +19,9 @@ from .kernels._common import conv_out_size, pool_out_size  # the one Python defi
 # The activation names of the schema (csrc/checks.h parse_activation); the Python API also takes None.
 ACTIVATIONS = ("none", "relu")
 FLOAT_TYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+# max_pool2d also takes the integer types PyTorch max-pools (uint8 images, integer label maps); they
+# have no gradient, so every other op and every backward stays floating-point.
+INT_TYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 # As csrc/geometry.h kMaxGeom: larger paddings, dilations and pool kernels only describe impossible
 # outputs, and the bound keeps H + 2 * pad and dil * (R - 1) far from int64 overflow in the kernels.
@@ -73,6 +76,13 @@ def floating(t, name: str, op: str):
     if t.dtype not in FLOAT_TYPES:
         raise ValueError(f"{op}: {name} must be a floating-point tensor (float32, float64, float16, bfloat16), "
                          f"got {dtype_name(t.dtype)}")
+
+
+def pool_dtype(t, name: str, op: str):
+    tensor(t, name, op)
+    if t.dtype not in FLOAT_TYPES + INT_TYPES:
+        raise ValueError(f"{op}: {name} must be a floating-point or integer tensor (float32, float64, float16, "
+                         f"bfloat16, uint8, int8, int16, int32, int64), got {dtype_name(t.dtype)}")
 
 
 def same(ref, ref_name: str, t, name: str, op: str):
@@ -175,7 +185,7 @@ def conv_backward(op, grad_output, input, weight, output, stride, padding, dilat
 
 def max_pool2d(op, input, kernel_size, stride, padding, dilation, ceil_mode, batched=True):
     """Validate a max-pool; returns the output shape ([N,] C, P, Q)."""
-    floating(input, "input", op)
+    pool_dtype(input, "input", op)
     _dim4(input, "input", op, "[N, C, H, W]", batched)
     _pair(kernel_size, "kernel_size", op, 1, MAX_GEOM)
     _pair(stride, "stride", op, 1)
@@ -200,6 +210,9 @@ def max_pool2d(op, input, kernel_size, stride, padding, dilation, ceil_mode, bat
 def max_pool2d_backward(op, grad_output, input, indices, kernel_size, stride, padding, dilation, ceil_mode):
     """Validate a max-pool backward call; returns the output shape. Empty indices mean "recompute"."""
     shape = max_pool2d(op, input, kernel_size, stride, padding, dilation, ceil_mode)
+    if input.dtype not in FLOAT_TYPES:
+        raise ValueError(f"{op}: input must be a floating-point tensor (float32, float64, float16, bfloat16), got "
+                         f"{dtype_name(input.dtype)}: an integer max_pool2d has no gradient")
     same(input, "input", grad_output, "grad_output", op)
     _shape(grad_output, "grad_output", op, shape)
     tensor(indices, "indices", op)

@@ -1,9 +1,11 @@
-"""Tuned launch configurations kept as data (kernels/configs/<family>.json), not in kernel bodies.
+"""Tuned launch configurations kept as data (kernels/configs/), not in kernel bodies.
 
-A family file holds an ordered list of candidate configs and an optional table of per-shape picks:
+``candidates.json`` holds one ordered candidate list per kernel kind (``conv_gemm``: conv2d and
+conv1x1 forward and dgrad; ``conv_wgrad``: their weight gradients; ``pool``: max_pool2d forward and
+backward; ``elementwise``: add_relu and its backward). A family file ``<family>.json`` names its
+kind and holds the family's table of per-shape picks:
 
-    {"configs": [{"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32, "num_warps": 4, "num_stages": 3}, ...],
-     "picks": {"<shape key>": <index into configs>, ...}}
+    {"candidates": "conv_gemm", "picks": {"<shape key>": <index into the kind's list>, ...}}
 
 ``pick(family, key, default=0)`` returns the config for a shape key (a string the kernel module
 builds from the problem sizes and dtype); tuned picks are written by the benchmark/tuning scripts on
@@ -20,15 +22,39 @@ import os
 _DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
 
+CANDIDATES = "candidates"  # kernels/configs/candidates.json: {kind: [config, ...]}
+
+
+def _read(name: str) -> dict:
+    with open(os.path.join(_DIR, f"{name}.json")) as f:
+        return json.load(f)
+
+
+@functools.lru_cache(None)
+def candidates() -> dict[str, list[dict]]:
+    """Every kernel kind's candidate list."""
+    kinds = _read(CANDIDATES)
+    for kind, cfgs in kinds.items():
+        if not cfgs:
+            raise ValueError(f"{CANDIDATES}.json: kind {kind!r} has no configs")
+    return kinds
+
+
+def families() -> list[str]:
+    """The family names (every kernels/configs/*.json but the candidate lists)."""
+    names = (f[:-5] for f in os.listdir(_DIR) if f.endswith(".json"))
+    return sorted(n for n in names if n != CANDIDATES)
+
+
 @functools.lru_cache(None)
 def load(family: str) -> dict:
-    path = os.path.join(_DIR, f"{family}.json")
-    with open(path) as f:
-        data = json.load(f)
-    if not data.get("configs"):
-        raise ValueError(f"{path}: no configs")
-    data.setdefault("picks", {})
-    return data
+    """{"kind", "configs" (the kind's candidate list), "picks"} of a family."""
+    data = _read(family)
+    kind = data.get("candidates")
+    kinds = candidates()
+    if kind not in kinds:
+        raise ValueError(f"{family}.json: candidates {kind!r} is not a kind of {CANDIDATES}.json ({sorted(kinds)})")
+    return {"kind": kind, "configs": kinds[kind], "picks": data.get("picks", {})}
 
 
 def configs(family: str) -> list[dict]:

@@ -24,7 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
-from . import _common, _tuning
+from . import _common, _launch, _tuning
+from ._round import to_out
 
 # Indices at or past this use int64 arithmetic (IDX64); tests lower it to run the int64 paths on
 # tiny shapes.
@@ -62,10 +63,10 @@ def _add_relu_flat_kernel(x_ptr, y_ptr, out_ptr, n, OP: tl.constexpr, IDX64: tl.
     mask = offs < n
     x = tl.load(x_ptr + offs, mask=mask)
     y = tl.load(y_ptr + offs, mask=mask)
-    tl.store(out_ptr + offs, _apply(x, y, OP).to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_ptr + offs, to_out(_apply(x, y, OP), out_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("n_rows", "col_blocks"))  # row masks and decomposition only
 def _add_relu_nd_kernel(x_ptr, y_ptr, out_ptr, x_base, y_base, o_base, n_rows, inner, col_blocks,
                         sx0, sy0,
                         d1, sx1, sy1, d2, sx2, sy2, d3, sx3, sy3, d4, sx4, sy4,
@@ -109,7 +110,7 @@ def _add_relu_nd_kernel(x_ptr, y_ptr, out_ptr, x_base, y_base, o_base, n_rows, i
     x = tl.load(x_ptr + x_base + xo[:, None] + c64 * sx0, mask=mask)
     y = tl.load(y_ptr + y_base + yo[:, None] + c64 * sy0, mask=mask)
     o_off = o_base + rows.to(tl.int64)[:, None] * inner + c64
-    tl.store(out_ptr + o_off, _apply(x, y, OP).to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_ptr + o_off, to_out(_apply(x, y, OP), out_ptr.dtype.element_ty), mask=mask)
 
 
 def _result_strides(a: torch.Tensor, b: torch.Tensor) -> tuple[int, ...]:
@@ -140,11 +141,12 @@ def _coalesce(shape, out_stride, xs, ys):
     return out or [(1, 0, 0, 1)]
 
 
-def _launch(op: int, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor, stem: str) -> None:
-    """out = OP(x, y) elementwise; x and y already broadcast (expanded) to out's shape."""
+def plan(op: int, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor, stem: str) -> list:
+    """The launches computing out = OP(x, y) elementwise; x and y already broadcast (expanded) to
+    out's shape."""
     n = out.numel()
     if n == 0:
-        return
+        return []
     dims = _coalesce(out.shape, out.stride(), x.stride(), y.stride())
     inner, sx0, sy0, so0 = dims[-1]
     assert so0 == 1, "the output is dense, so its innermost coalesced stride is 1"
@@ -153,8 +155,8 @@ def _launch(op: int, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor, stem: 
     block, launch = cfg["BLOCK"], {k: cfg[k] for k in ("num_warps", "num_stages") if k in cfg}
     if flat:
         idx64 = n + block >= INT32_LIMIT
-        _add_relu_flat_kernel[(triton.cdiv(n, block),)](x, y, out, n, OP=op, IDX64=idx64, BLOCK=block, **launch)
-        return
+        return [_launch.launch(_add_relu_flat_kernel, (triton.cdiv(n, block),), (x, y, out, n),
+                               dict(OP=op, IDX64=idx64, BLOCK=block), launch)]
     outer, lead = dims[:-1][::-1][:_MAX_OUTER], dims[:-1][::-1][_MAX_OUTER:]  # innermost first
     n_rows = 1
     for size, *_ in outer:
@@ -169,26 +171,29 @@ def _launch(op: int, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor, stem: 
     args = [a for size, sx, sy, _ in padded for a in (size, sx, sy)]
     # Dimensions beyond the kernel's four outer ones: one launch per index (six or more dimensions
     # that do not coalesce; no network here has them).
+    consts = dict(OUTER=len(outer), OP=op, IDX64=idx64, BLOCK_R=block_r, BLOCK_C=block_c)
+    launches = []
     for index in itertools.product(*(range(size) for size, *_ in lead)):
         xb = sum(i * sx for i, (_, sx, _, _) in zip(index, lead))
         yb = sum(i * sy for i, (_, _, sy, _) in zip(index, lead))
         ob = sum(i * so for i, (_, _, _, so) in zip(index, lead))
-        _add_relu_nd_kernel[grid](x, y, out, xb, yb, ob, n_rows, inner, col_blocks, sx0, sy0, *args,
-                                  OUTER=len(outer), OP=op, IDX64=idx64,
-                                  BLOCK_R=block_r, BLOCK_C=block_c, **launch)
+        launches.append(_launch.launch(_add_relu_nd_kernel, grid,
+                                       (x, y, out, xb, yb, ob, n_rows, inner, col_blocks, sx0, sy0, *args),
+                                       consts, launch))
+    return launches
 
 
 # Arguments arrive validated (the router runs csrc/checks.h before any backend).
 def add_relu(input: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     shape = tuple(torch.broadcast_shapes(input.shape, other.shape))
     out = _alloc(shape, _result_strides(input, other), input.dtype, input.device)
-    _launch(_ADD_RELU, input.expand(shape), other.expand(shape), out, "add_relu")
+    _launch.run(plan(_ADD_RELU, input.expand(shape), other.expand(shape), out, "add_relu"))
     return out
 
 
 def add_relu_backward(grad_output: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
     gi = _alloc(tuple(output.shape), _result_strides(grad_output, output), output.dtype, output.device)
-    _launch(_RELU_GRAD, grad_output, output, gi, "add_relu_backward")
+    _launch.run(plan(_RELU_GRAD, grad_output, output, gi, "add_relu_backward"))
     return gi
 
 

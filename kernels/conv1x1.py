@@ -9,9 +9,9 @@ constants), where they reduce to plain GEMMs:
   other stride_h*stride_w - 1 phases get no tap and are written as zeros by the same launch;
 * wgrad: dw[k, c] = sum_m g[m, k] * x[m, c], split over m when the [K, C] tiles cannot fill the
   GPU, with grad_bias (row sums of g) and grad_act from the same loaded gradient tiles.
-The ReLU mask is applied as the gradient is loaded. Launch configs are this op's own tables
-(kernels/configs/conv1x1_{fwd,dgrad,wgrad}.json): a 1x1 GEMM has no im2col address math in its
-loop and is tuned separately from the k > 1 convolutions.
+The ReLU mask is applied as the gradient is loaded. Launch configs: the conv candidate lists, with
+this op's own pick tables (kernels/configs/conv1x1_{fwd,dgrad,wgrad}.json): a 1x1 GEMM has no
+im2col address math in its loop and is tuned separately from the k > 1 convolutions.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@ measure (both from ``fastcnn.testing``, re-exported here), the float64 reference
 
 Every op test is parametrised over ``backend_device`` (``fastcnn.testing.TARGETS``): the C++ CPU
 backend always; the Triton backend on CPU tensors when ``TRITON_INTERPRET=1`` (small shapes: the
-interpreter is slow); on a GPU the CUDA and Triton backends on CUDA tensors. Outputs are poisoned
+interpreter is slow); cuda-sim (the CUDA kernels emulated on the CPU, where ``make cuda-sim`` built
+fastcnn._C_cudasim) in two scheduling orders, marked ``cudasim`` (``make test`` runs them in their
+own phase); on a GPU the CUDA and Triton backends on CUDA tensors. Outputs are poisoned
 (NaN) before every kernel runs, so an element a kernel does not write fails.
 """
 
@@ -24,6 +26,7 @@ HAS_CUDA = torch.cuda.is_available()
 def pytest_configure(config):
     config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skipped without one)")
     config.addinivalue_line("markers", "slow: long-running; run with --runslow or on the GPU")
+    config.addinivalue_line("markers", "cudasim: runs the CUDA kernels emulated on the CPU (cuda-sim; make test-cudasim)")
 
 
 def pytest_addoption(parser):
@@ -40,12 +43,24 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_slow)
 
 
+class TargetParam(tuple):
+    """A target as the tests see it: the pair (backend, device), which also knows its Target (the
+    fixture applies it: the backend and, for cuda-sim, the scheduling order)."""
+
+    def __new__(cls, target):
+        self = super().__new__(cls, (target.backend, target.device))
+        self.target = target
+        return self
+
+
 def _param(target):
     marks = [pytest.mark.cuda] if target.device == "cuda" else []
+    if target.backend == "cuda-sim":
+        marks.append(pytest.mark.cudasim)
     why = target.unavailable()
     if why:
         marks.append(pytest.mark.skip(reason=f"{target.id}: {why}"))
-    return pytest.param((target.backend, target.device), id=target.id, marks=marks)
+    return pytest.param(TargetParam(target), id=target.id, marks=marks)
 
 
 # fastcnn.testing.TARGETS as pytest parameters: every target, the ones this installation cannot run
@@ -55,9 +70,9 @@ BACKEND_DEVICES = [_param(t) for t in TARGETS]
 
 @pytest.fixture(params=BACKEND_DEVICES)
 def backend_device(request):
-    name, device = request.param
-    with fastcnn.backend(name):
-        yield name, device
+    target = request.param.target  # its backend in force (cuda-sim: its scheduling order too)
+    with target.use():
+        yield target.backend, target.device
 
 
 @pytest.fixture(autouse=True)

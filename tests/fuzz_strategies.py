@@ -18,7 +18,8 @@ Profiles (hypothesis settings profiles, registered here, not in conftest.py):
 
 ``FASTCNN_FUZZ_EXAMPLES=<n>`` overrides the budget of whatever profile runs (any backend).
 The Triton backend under ``TRITON_INTERPRET=1`` draws from the same strategies with smaller sizes
-and a smaller budget (the interpreter runs each tile in numpy).
+and a smaller budget (the interpreter runs each tile in numpy); cuda-sim from the CPU's sizes (the
+CUDA kernels' vector paths need the channel counts) with a smaller budget (every CUDA thread a fiber).
 """
 
 from __future__ import annotations
@@ -63,19 +64,26 @@ if PROFILE not in ("ci", "long"):
 CI_BUDGET = {
     "cpu": {"conv2d": 250, "conv1x1": 120, "max_pool2d": 400, "add_relu": 400},
     "interp": {"conv2d": 30, "conv1x1": 25, "max_pool2d": 80, "add_relu": 100},
+    # cuda-sim, each of its two scheduling orders (the CPU's sizes): ~30 s per order
+    "sim": {"conv2d": 30, "conv1x1": 25, "max_pool2d": 80, "add_relu": 100},
 }
-LONG_BUDGET = {"cpu": 10_000, "interp": 500}  # the interpreter's long run: on demand only
+LONG_BUDGET = {"cpu": 10_000, "interp": 500, "sim": 1_000}  # the emulators' long runs: on demand only
 
 
 def is_interp(backend_device) -> bool:
     return tuple(backend_device) == ("triton", "cpu")
 
 
+def is_sim(backend_device) -> bool:
+    """cuda-sim: the CUDA kernels emulated on the CPU (every CUDA thread a fiber: small sizes)."""
+    return tuple(backend_device)[0] == "cuda-sim"
+
+
 def budget(op: str, backend_device, profile: str = PROFILE) -> int:
     forced = os.environ.get("FASTCNN_FUZZ_EXAMPLES")
     if forced:
         return int(forced)
-    kind = "interp" if is_interp(backend_device) else "cpu"
+    kind = "interp" if is_interp(backend_device) else "sim" if is_sim(backend_device) else "cpu"
     if profile == "long":
         return LONG_BUDGET[kind]
     return CI_BUDGET[kind][op]

@@ -17,10 +17,11 @@ import torch.nn.functional as F
 import fastcnn
 import fastcnn.functional as FF
 from conftest import BACKEND_DEVICES, rel_err
+from fastcnn.testing import TARGETS as ALL_TARGETS
 
 SLOW = {"triton-interp", "cuda-sim", "cuda-sim-rev"}
-TARGETS = [pytest.param(p.values[0], id=p.id, marks=list(p.marks) + ([pytest.mark.slow] if p.id in SLOW else []))
-           for p in BACKEND_DEVICES]
+TARGETS = [pytest.param(t, id=p.id, marks=list(p.marks) + ([pytest.mark.slow] if p.id in SLOW else []))
+           for t, p in zip(ALL_TARGETS, BACKEND_DEVICES)]
 
 # (name, build inputs, fastcnn call, PyTorch call); every reduction >= 10^5 terms.
 CASES = {
@@ -52,7 +53,7 @@ CASES = {
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("case", list(CASES))
 def test_fp32_long_reductions_as_accurate_as_pytorch(case, target):
-    backend, device = target
+    device = target.device
     make, ours, theirs = CASES[case]
     torch.manual_seed(0)
     base = make()
@@ -68,7 +69,7 @@ def test_fp32_long_reductions_as_accurate_as_pytorch(case, target):
 
         ref = run(theirs, torch.float64, "cpu")
         pt = run(theirs, torch.float32, device)
-        with fastcnn.backend(backend):
+        with target.use():
             fc = run(ours, torch.float32, device)
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = prev

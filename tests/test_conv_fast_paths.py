@@ -82,3 +82,81 @@ def test_conv1x1_tf32_when_allowed(backend_device, tf32_allowed):
 
         mp.setitem(conftest.TOL, torch.float32, TOL_TF32)
         run_conv1x1(CONV1X1[0].values[0], backend_device, dtype=torch.float32, layout="channels_last")
+
+
+# ------------------------------------------------------------------------------------------------
+# The TMA-descriptor forward (kernels/_conv_tma.py, FASTCNN_TRITON_TMA=1): Hopper GPUs and Triton's
+# interpreter, which runs descriptors (zero fill outside the tensor included)
+# ------------------------------------------------------------------------------------------------
+
+TMA_CONV = [
+    pytest.param((2, 16, 7, 6, 24, 3, 3, 1, 1, 1, 1), id="3x3-edge-tiles"),
+    pytest.param((1, 24, 6, 5, 8, 3, 3, 1, 2, 2, 1), id="3x3-d2-channel-tail"),
+    pytest.param((2, 16, 5, 5, 16, 5, 5, 1, 0, 1, 1), id="5x5-valid"),
+    pytest.param((2, 16, 12, 20, 8, 3, 3, 1, 1, 1, 1), id="3x3-many-tiles"),  # > 4 waves: not persistent
+]
+TMA_CONV1X1 = [pytest.param((2, 32, 5, 3, 24, 1), id="gemm-row-tail"), pytest.param((3, 16, 4, 4, 8, 1), id="gemm")]
+
+
+@pytest.fixture
+def tma_on(monkeypatch, backend_device):
+    name, device = backend_device
+    if name != "triton":
+        pytest.skip("the TMA path is a Triton kernel")
+    if device == "cuda" and torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("TMA descriptors need sm_90")
+    monkeypatch.setenv("FASTCNN_TRITON_TMA", "1")
+
+
+def _planned_kernel(x, w, stride, padding, dilation, groups):
+    from fastcnn.kernels import _launch
+    from fastcnn.kernels import conv2d as kconv
+
+    with _launch.collect(_launch.target_of(x)) as recs:
+        kconv.conv_forward(x, w, None, None, stride, padding, dilation, groups, "relu")
+    return recs[0].kernel.__name__ if not hasattr(recs[0].kernel, "fn") else recs[0].kernel.fn.__name__
+
+
+@pytest.mark.parametrize("cfg", TMA_CONV)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_conv2d_tma(cfg, dtype, backend_device, tma_on):
+    N, C, H, W, K, kh, kw, stride, padding, dilation, groups = cfg
+    _, device = backend_device
+    x = torch.empty(N, C, H, W, dtype=dtype, device=device).contiguous(memory_format=torch.channels_last)
+    w = torch.empty(K, C, kh, kw, dtype=dtype, device=device)
+    assert _planned_kernel(x, w, (stride,) * 2, (padding,) * 2, (dilation,) * 2, groups) == "_conv_fwd_tma_kernel"
+    run_conv2d(cfg, backend_device, dtype=dtype, layout="channels_last")
+
+
+@pytest.mark.parametrize("cfg", TMA_CONV1X1)
+def test_conv1x1_tma(cfg, backend_device, tma_on, tf32_allowed):
+    N, C, H, W, K, stride = cfg
+    _, device = backend_device
+    x = torch.empty(N, C, H, W, device=device).contiguous(memory_format=torch.channels_last)
+    assert _planned_kernel(x, torch.empty(K, C, 1, 1, device=device), (1, 1), (0, 0), (1, 1), 1) == \
+        "_conv_fwd_tma_kernel"
+    with pytest.MonkeyPatch.context() as mp:
+        import conftest
+
+        mp.setitem(conftest.TOL, torch.float32, TOL_TF32)
+        for dtype in (torch.bfloat16, torch.float32):  # float32 as TF32 (allowed here)
+            run_conv1x1(cfg, backend_device, dtype=dtype, layout="channels_last")
+
+
+def test_conv_tma_falls_back(backend_device, tma_on):
+    """NCHW, a stride, groups, an unaligned storage offset, fp32 without TF32: the pointer kernel."""
+    _, device = backend_device
+    bf = dict(dtype=torch.bfloat16, device=device)
+    cl = torch.channels_last
+    x = torch.empty(2, 16, 6, 6, **bf).contiguous(memory_format=cl)
+    w = torch.empty(8, 16, 3, 3, **bf)
+    geo = ((1, 1), (1, 1), (1, 1), 1)
+    assert _planned_kernel(x, w, *geo) == "_conv_fwd_tma_kernel"
+    assert _planned_kernel(x.contiguous(), w, *geo) == "_conv_fwd_kernel"
+    assert _planned_kernel(x, w, (2, 2), (1, 1), (1, 1), 1) == "_conv_fwd_kernel"
+    assert _planned_kernel(x, torch.empty(8, 8, 3, 3, **bf), (1, 1), (1, 1), (1, 1), 2) == "_conv_fwd_kernel"
+    flat = torch.empty(x.numel() + 3, **bf)
+    view = flat[3:].view(2, 6, 6, 16).permute(0, 3, 1, 2)  # channels_last, 6 bytes past an aligned start
+    assert view.is_contiguous(memory_format=cl) and _planned_kernel(view, w, *geo) == "_conv_fwd_kernel"
+    assert _planned_kernel(x.float(), w.float(), *geo) == "_conv_fwd_kernel"
+    run_conv2d((2, 16, 6, 6, 8, 3, 3, 1, 1, 1, 1), backend_device, dtype=torch.bfloat16, layout="offset")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch._prims_common import suggest_memory_format
 
 import fastcnn.functional as FF
 from fastcnn.bench.shapes import layers
@@ -147,3 +148,129 @@ def test_max_pool2d_torch_compile(backend_device):
     compiled = torch.compile(f, fullgraph=True, backend="aot_eager" if device == "cpu" else "inductor")
     assert_close(compiled(x), f(x), torch.float32)
     assert_close(torch.autograd.grad(compiled(x), x)[0], torch.autograd.grad(f(x), x)[0], torch.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# integer inputs (uint8 images, integer label maps): forward and indices exactly as PyTorch, no
+# gradient (integer tensors cannot require one; the backward op refuses them)
+# ------------------------------------------------------------------------------------------------
+
+INT_TYPES = [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64]
+
+
+def _ints(shape, dtype, device, extremes=False):
+    """Values over the type's whole range (ties included); `extremes`: only its two lowest and two
+    highest values, which a float path could not keep apart for int32/int64."""
+    info = torch.iinfo(dtype)
+    if extremes:
+        pool = torch.tensor([info.min, info.min + 1, info.max - 1, info.max], dtype=dtype, device=device)
+        return pool[torch.randint(0, 4, shape, device=device)]
+    if dtype in (torch.int32, torch.int64):  # randint's bounds are int64: stay inside them
+        lo, hi = max(info.min, -2**62), min(info.max, 2**62)
+        return torch.randint(lo, hi, shape, dtype=dtype, device=device)
+    return torch.randint(info.min, info.max + 1, shape, dtype=dtype, device=device)
+
+
+def _torch_pool(x, k, s, p, d, ceil):
+    try:
+        return F.max_pool2d(x, k, s, p, d, ceil, return_indices=True)
+    except RuntimeError as e:
+        # PyTorch's CPU channels_last kernel indexes with an integer of the value's width, so it
+        # refuses uint8/int8 planes with H*W > 127 (int16: > 32767; measured on torch 2.13); fastcnn
+        # has no such limit. The reference is then the NCHW result in the input's layout (the values
+        # and indices are the same).
+        if "integer_t" not in str(e):
+            raise
+        fmt = suggest_memory_format(x)
+        return tuple(t.contiguous(memory_format=fmt) for t in F.max_pool2d(x.contiguous(), k, s, p, d, ceil,
+                                                                         return_indices=True))
+
+
+def check_int_case(x, k, s, p, d, ceil, without_indices=True):
+    ref, ref_idx = _torch_pool(x, k, s, p, d, ceil)
+    out, idx = FF.max_pool2d(x, k, s, p, d, ceil, return_indices=True)
+    assert out.dtype == x.dtype and idx.dtype == torch.int64 and out.shape == ref.shape
+    assert torch.equal(out, ref), "values differ"
+    assert torch.equal(idx, ref_idx), "indices differ"
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        assert out.is_contiguous(memory_format=fmt) == ref.is_contiguous(memory_format=fmt)
+    if without_indices:
+        assert torch.equal(FF.max_pool2d(x, k, s, p, d, ceil), ref), "values differ (without indices)"
+
+
+@pytest.mark.parametrize("dtype", INT_TYPES)
+def test_max_pool2d_integer(dtype, backend_device):
+    _, device = backend_device
+    for cfg in CONFIGS:
+        N, C, H, W, k, s, p, d, ceil = cfg
+        for layout in ("contiguous", "channels_last"):
+            x = as_layout(_ints((N, C, H, W), dtype, device), layout)
+            check_int_case(x, k, s, p, d, ceil, without_indices=False)  # the ties below check that path
+    # few distinct values: ties everywhere, the first maximum's index wins
+    x = _ints((2, 3, 9, 11), dtype, device, extremes=True)
+    check_int_case(x, 3, 2, 1, 1, True)
+    check_int_case(x.contiguous(memory_format=torch.channels_last), (3, 2), (1, 2), (1, 1), (2, 1), False)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64])
+def test_max_pool2d_integer_extremes(dtype, backend_device):
+    _, device = backend_device
+    info = torch.iinfo(dtype)
+    for layout in ("contiguous", "channels_last", "offset"):
+        x = as_layout(_ints((2, 5, 7, 8), dtype, device, extremes=True), layout)
+        check_int_case(x, 3, 2, 1, 1, False)
+        check_int_case(x, 2, 2, 0, 1, True)
+        # every window at the type's lowest value (0 for uint8): the start value itself, index of the first tap
+        low = torch.full((1, 3, 5, 6), info.min, dtype=dtype, device=device)
+        check_int_case(as_layout(low, layout), 3, 2, 1, 1, True)
+        check_int_case(as_layout(low.fill_(info.max), layout), 3, 2, 1, 1, True)
+    # a window with no input element (dilation: both taps outside the 2x2 map): lowest value, PyTorch's index
+    x = _ints((1, 2, 2, 2), dtype, device)
+    check_int_case(x, 2, 1, 1, 3, False)
+
+
+def test_max_pool2d_integer_views_and_empty_batch(backend_device):
+    _, device = backend_device
+    x = _ints((2, 3, 9, 11), torch.int32, device)
+    check_int_case(as_layout(x, "strided"), 3, 2, 1, 1, False)
+    check_int_case(as_layout(x, "offset"), 2, None, 0, 1, True)
+    e = torch.zeros(0, 3, 8, 8, dtype=torch.uint8, device=device)
+    out, idx = FF.max_pool2d(e, 3, 2, 1, return_indices=True)
+    assert out.shape == (0, 3, 4, 4) and out.dtype == torch.uint8 and idx.shape == (0, 3, 4, 4)
+    u = _ints((3, 8, 8), torch.uint8, device)  # unbatched
+    got, ref = FF.max_pool2d(u, 2, return_indices=True), F.max_pool2d(u, 2, return_indices=True)
+    assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])
+
+
+def test_max_pool2d_integer_has_no_gradient(backend_device):
+    _, device = backend_device
+    x = _ints((2, 3, 8, 8), torch.int64, device)
+    with pytest.raises(RuntimeError, match="floating point"):  # PyTorch's own rule, before fastcnn runs
+        x.requires_grad_()
+    out, idx = torch.ops.fastcnn.max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], False, True)
+    assert not out.requires_grad
+    for grad in (torch.ones_like(out), torch.ones_like(out, dtype=torch.float32)):
+        for indices in (idx, idx[:0]):
+            with pytest.raises(ValueError, match=r"^max_pool2d_backward: input must be a floating-point tensor .*"
+                                                 r"got int64: an integer max_pool2d has no gradient"):
+                torch.ops.fastcnn._max_pool2d_backward(grad, x, indices, [2, 2], [2, 2], [0, 0], [1, 1], False)
+
+
+def test_max_pool2d_integer_module_fuse_and_opcheck(backend_device):
+    import fastcnn
+    import fastcnn.nn as fnn
+
+    _, device = backend_device
+    x = _ints((2, 3, 12, 10), torch.uint8, device).contiguous(memory_format=torch.channels_last)
+    m = fnn.MaxPool2d(3, 2, 1, ceil_mode=True, return_indices=True)
+    got, ref = m(x), torch.nn.MaxPool2d(3, 2, 1, ceil_mode=True, return_indices=True)(x)
+    assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])
+    # fuse() replaces every nn.MaxPool2d: a model that pools integer maps keeps working
+    model = torch.nn.Sequential(torch.nn.MaxPool2d(2), torch.nn.MaxPool2d(3, 1, 1, dilation=1), torch.nn.Flatten())
+    fused = fastcnn.fuse(model)
+    assert not any(type(mod) is torch.nn.MaxPool2d for mod in fused.modules())
+    assert torch.equal(fused(x), model(x))
+    op = torch.ops.fastcnn.max_pool2d.default
+    for args in [(x, [3, 3], [2, 2], [1, 1], [1, 1], True, True),
+                 (x.long().contiguous(), [2, 2], [1, 2], [0, 1], [2, 1], False, False)]:
+        torch.library.opcheck(op, args)

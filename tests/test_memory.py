@@ -26,8 +26,8 @@ WARMUP = 200
 RSS_SLACK = 20 * 2**20
 CUDA_SLACK = 0  # bytes of live CUDA tensors allowed to remain: none
 
-# the CPU backend and the GPU backends (the interpreter is far too slow for 10,000 calls)
-MEMORY_BACKENDS = [p for p in BACKEND_DEVICES if p.values[0] != ("triton", "cpu")]
+# the CPU backend and the GPU backends (the interpreter and cuda-sim are far too slow for 10,000 calls)
+MEMORY_BACKENDS = [p for p in BACKEND_DEVICES if p.values[0] not in (("triton", "cpu"), ("cuda-sim", "cpu"))]
 
 
 def rss_bytes() -> int:

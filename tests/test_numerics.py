@@ -23,16 +23,6 @@ ops = torch.ops.fastcnn
 NAN, INF = float("nan"), float("inf")
 
 
-INTERP_BF16_ROUNDING = ("Triton's interpreter rounds float32 -> bfloat16 toward zero (1+2^-8+2^-10 -> 1.0, "
-                        "(2-2^-9)*2^127 -> max instead of inf), even with fp_downcast_rounding='rtne'; the GPU "
-                        "rounds to nearest even: the exact bfloat16 rounding checks run on the GPU")
-
-
-def _skip_interp_bf16(backend_device, dtype):
-    if tuple(backend_device) == ("triton", "cpu") and dtype == torch.bfloat16:
-        pytest.skip(INTERP_BF16_ROUNDING)
-
-
 def _same_nonfinite(out, ref, what):
     """NaN, +inf and -inf at exactly the reference's positions."""
     o = out.detach().to("cpu", torch.float64)
@@ -131,14 +121,20 @@ def test_add_relu_nan_inf_table(dtype, backend_device):
     assert torch.equal(ga.cpu().double(), ra) and torch.equal(gb.cpu().double(), rb)
 
 
-def test_max_pool2d_empty_window(backend_device):
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_max_pool2d_empty_window(backend_device, layout):
     """A window that holds no input element (dilation lets every tap fall in the padding or past the
     end: W=1, kernel 2, padding 1, dilation 2): the output is -inf and the index PyTorch's (which lies
     outside the window: h0*W + first tap >= 0). Its gradient goes nowhere: no input element is in the
     window. PyTorch's own CPU backward adds it at that index instead, past the plane for the last row
-    (heap corruption: 'double free or corruption' after a few calls), so it is not called here."""
+    (heap corruption: 'double free or corruption' after a few calls), so it is not called here.
+    (cuda-sim found the CUDA backward adding it to the element at that index, which lies between the
+    window's dilated taps: both gather kernels, NCHW and NHWC, 4 channels reach the latter's vectors.)"""
     name, device = backend_device
-    x = leaf(torch.randn(2, 3, 9, 1, dtype=torch.float64).to(device))
+    x = torch.randn(2, 4, 9, 1, dtype=torch.float64)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    x = leaf(x.to(device))
     geom = ((2, 2), (2, 2), (0, 1), (1, 2), True)
     out, idx = FF.max_pool2d(x, *geom, return_indices=True)
     ref, ref_idx = F.max_pool2d(to64(x), *geom, return_indices=True)  # forward only
@@ -180,7 +176,6 @@ def _torch_same_dtype(fn, *tensors):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("activation", [None, "relu"])
 def test_conv2d_overflow_saturates(dtype, activation, backend_device):
-    _skip_interp_bf16(backend_device, dtype)
     _, device = backend_device
     m, d_fin, d_inf = BOUNDARY[dtype]
     # a 1x1 conv over 2 channels: out[p] = x0[p] + x1[p] (weights 1): exact boundary sums
@@ -234,7 +229,6 @@ def test_conv2d_overflow_large_products(dtype, backend_device):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_conv_backward_overflow_saturates(dtype, backend_device):
     """grad_weight (a sum over pixels) and grad_input (a sum over output channels) beyond the range."""
-    _skip_interp_bf16(backend_device, dtype)
     _, device = backend_device
     m, d_fin, d_inf = BOUNDARY[dtype]
     # grad_weight[k, c] = sum_p gy[k, p] * x[c, p]: x = 1 on two pixels, gy = (m, d) on them
@@ -255,7 +249,6 @@ def test_conv_backward_overflow_saturates(dtype, backend_device):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_add_relu_overflow_saturates(dtype, backend_device):
-    _skip_interp_bf16(backend_device, dtype)
     _, device = backend_device
     m, d_fin, d_inf = BOUNDARY[dtype]
     a = torch.tensor([m, m, m, -m, -m], dtype=torch.float64)
@@ -272,7 +265,6 @@ def test_add_relu_overflow_saturates(dtype, backend_device):
 def test_max_pool2d_backward_overflow_saturates(dtype, layout, backend_device):
     """Overlapping windows (3x3 stride 1) that share one maximum add their gradients: beyond the
     range the sum is inf, as PyTorch's (float64 reference rounded once)."""
-    _skip_interp_bf16(backend_device, dtype)
     _, device = backend_device
     m = BOUNDARY[dtype][0]
     x = torch.zeros(1, 1, 4, 4, dtype=torch.float64)
@@ -285,6 +277,150 @@ def test_max_pool2d_backward_overflow_saturates(dtype, layout, backend_device):
     x64 = to64(x).requires_grad_()
     (g_ref,) = torch.autograd.grad(F.max_pool2d(x64, 3, 1), x64, gy)
     assert torch.equal(g.cpu(), g_ref.to(dtype)) and torch.isinf(g).any()
+
+
+# ------------------------------------------------------------------------------------------------
+# float16 / bfloat16 round to nearest even (every backend, Triton's interpreter included)
+# ------------------------------------------------------------------------------------------------
+
+HALF = [torch.bfloat16, torch.float16]
+_HALF_ULP1 = {torch.bfloat16: 2.0**-7, torch.float16: 2.0**-10}  # the spacing just above 1
+
+
+def _neighbours(b: torch.Tensor):
+    """The values of b's 16-bit dtype just below and above each element of b (bits +- 1)."""
+    bits = b.view(torch.int16).to(torch.int32)
+    pos = bits >= 0
+    up = torch.where(pos, bits + 1, bits - 1)  # away from zero
+    down = torch.where(pos, bits - 1, bits + 1)
+    down = torch.where(bits == 0, torch.full_like(bits, -32767), down)  # below +0: -tiny
+    as_float = lambda v: v.to(torch.int16).view(b.dtype).to(torch.float64)  # noqa: E731
+    lo, hi = as_float(down), as_float(up)
+    return torch.minimum(lo, hi), torch.maximum(lo, hi)
+
+
+def assert_rne(out, ref64, bound, what):
+    """out (float16/bfloat16) is ref64 rounded to nearest even, except where ref64 lies within
+    `bound` (the float32 accumulation error bound) of a midpoint between two values of out's
+    dtype: there either neighbour of that midpoint. Exact everywhere where bound is 0. Returns
+    the number of elements excused by the bound."""
+    out = out.detach().cpu()
+    want = ref64.to(out.dtype)  # through float32 first: wrong only within 2^-24 of a midpoint
+    lo, hi = _neighbours(want)
+    w64 = want.to(torch.float64)
+    near = torch.minimum((ref64 - (lo + w64) / 2).abs(), (ref64 - (hi + w64) / 2).abs()) <= bound
+    exact = ~near
+    o64 = out.to(torch.float64)
+    bad = exact & (out.view(torch.int16) != want.view(torch.int16))
+    assert not bad.any(), (f"{what}: {int(bad.sum())} of {int(exact.sum())} elements not rounded to nearest even, "
+                           f"e.g. {o64[bad][:4].tolist()} for {ref64[bad][:4].tolist()} "
+                           f"(want {w64[bad][:4].tolist()})")
+    ok_near = (o64 == w64) | (o64 == lo) | (o64 == hi)
+    assert (ok_near | exact).all(), f"{what}: near a midpoint but not one of its two neighbours"
+    return int(near.sum())
+
+
+def _bits_equal(a, b):
+    return torch.equal(a.detach().cpu().view(torch.int16), b.detach().cpu().view(torch.int16))
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_rne_helper_tells_truncation_from_rounding(dtype):
+    """1 + ulp/2 + ulp/8 (above the midpoint 1 + ulp/2) rounds up to 1 + ulp; truncation gives 1."""
+    u = _HALF_ULP1[dtype]
+    ref = torch.tensor([1 + u / 2 + u / 8, -(1 + u / 2 + u / 8), 1 + u / 2, 1 + 3 * u / 2], dtype=torch.float64)
+    assert_rne(ref.to(dtype), ref, 0.0, "rne")
+    with pytest.raises(AssertionError, match="not rounded to nearest even"):
+        assert_rne(torch.tensor([1.0, -1.0, 1.0, 1 + u], dtype=dtype), ref, 0.0, "truncated")
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_add_relu_half_round_to_nearest_even(dtype, backend_device):
+    """relu(a + b) in float32, rounded once to nearest even: bit for bit, forward and backward."""
+    _, device = backend_device
+    u = _HALF_ULP1[dtype]
+    g = torch.Generator().manual_seed(7)
+    a = torch.randn(3, 5, 7, 6, generator=g, dtype=torch.float64)
+    b = torch.randn(3, 5, 7, 6, generator=g, dtype=torch.float64) * 2.0**-6  # sums with dropped bits
+    a[0, 0, 0, :3] = torch.tensor([1.0, 1.0, -1.0])
+    b[0, 0, 0, :3] = torch.tensor([u / 2 + u / 8, u / 2, -(u / 2 + u / 8)])  # up, tie to even, down
+    ad, bd = leaf(a.to(dtype).to(device)), leaf(b.to(dtype).to(device))
+    out = FF.add_relu(ad, bd)
+    want = torch.relu(ad.detach().cpu().float() + bd.detach().cpu().float()).to(dtype)
+    assert _bits_equal(out, want)
+    assert out.detach().cpu()[0, 0, 0, 0].item() == 1 + u and out.detach().cpu()[0, 0, 0, 1].item() == 1.0
+    gy = torch.randn(out.shape, generator=g, dtype=torch.float64).to(dtype).to(device)
+    ga, gb = torch.autograd.grad(out, (ad, bd), gy)
+    want_g = torch.where(want.float() <= 0, 0.0, gy.cpu().float()).to(dtype)
+    assert _bits_equal(ga, want_g) and _bits_equal(gb, want_g)
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_max_pool2d_half_round_to_nearest_even(dtype, layout, backend_device):
+    """Overlapping 3x3/s1 windows sum their gradients in float32 and round once to nearest even."""
+    _, device = backend_device
+    g = torch.Generator().manual_seed(3)
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x = leaf(torch.randn(2, 3, 9, 8, generator=g, dtype=torch.float64).to(dtype).to(device)
+             .contiguous(memory_format=fmt))
+    out = FF.max_pool2d(x, 3, 1, 1)
+    gy = (torch.randn(out.shape, generator=g, dtype=torch.float64) * (1 + 2**-4)).to(dtype).to(device)
+    (gx,) = torch.autograd.grad(out, x, gy)
+    x32 = x.detach().cpu().float().requires_grad_()
+    out32 = F.max_pool2d(x32, 3, 1, 1)
+    (gx32,) = torch.autograd.grad(out32, x32, gy.cpu().float())
+    assert _bits_equal(out, out32.to(dtype)) and _bits_equal(gx, gx32.to(dtype))
+    assert (gx32 != gx32.to(dtype).float()).any()  # some sums really needed rounding
+
+
+_U32 = 2.0**-23  # float32 accumulation: at most one ulp (2u) per addition, so round-toward-zero too
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("op,k,stride,pad", [("conv2d", 3, 1, 1), ("conv2d", 3, 2, 1), ("conv1x1", 1, 1, 0)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_conv_half_round_to_nearest_even(dtype, op, k, stride, pad, layout, backend_device):
+    """Outputs and gradients are the float64 reference (exact products of the 16-bit values)
+    rounded to nearest even, except within the float32 accumulation bound (n terms:
+    n * 2^-23 * sum|terms|) of a midpoint; grad of the residual (the masked gradient) is exact."""
+    _, device = backend_device
+    g = torch.Generator().manual_seed(11)
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    N, C, H, W, K = 2, 6, 7, 6, 5
+    r64 = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).to(dtype).double()  # noqa: E731
+    x, w, b = r64(N, C, H, W), r64(K, C, k, k) * 0.25, r64(K)
+    P = (H + 2 * pad - k) // stride + 1
+    Q = (W + 2 * pad - k) // stride + 1
+    res = r64(N, K, P, Q)
+    xd, wd, bd, rd = (leaf(t.to(dtype).to(device)) for t in (x, w, b, res))
+    xd, rd = (leaf(t.detach().contiguous(memory_format=fmt)) for t in (xd, rd))
+    if op == "conv1x1":
+        out = FF.conv1x1(xd, wd, bd, stride, residual=rd)
+    else:
+        out = FF.conv2d(xd, wd, bd, stride, pad, residual=rd, activation="relu")
+    pre = F.conv2d(x, w, b, stride, pad) + res
+    bound = (C * k * k + 2) * _U32 * (F.conv2d(x.abs(), w.abs(), b.abs(), stride, pad) + res.abs())
+    o = out.detach().cpu()
+    pos, neg = pre > bound, pre < -bound  # the ReLU's side is certain; else 0 or a small positive
+    near = assert_rne(o[pos], pre[pos], bound[pos], f"{op} forward")
+    assert (o[neg] == 0).all() and (o[~pos & ~neg].double() <= bound[~pos & ~neg]).all(), f"{op} forward ReLU"
+    near += int((~pos & ~neg).sum())
+
+    gy = r64(*out.shape)
+    gxd, gwd, gbd, grd = torch.autograd.grad(out, (xd, wd, bd, rd), gy.to(dtype).to(device))
+    gm = torch.where(out.detach().cpu().double() <= 0, 0.0, gy)  # the mask of the kernel's own output
+    assert _bits_equal(grd, gm.to(dtype)), "grad residual"
+    x_, w_ = x.clone().requires_grad_(), w.clone().requires_grad_()
+    gx, gw = torch.autograd.grad(F.conv2d(x_, w_, None, stride, pad), (x_, w_), gm)
+    xa, wa = x.abs().requires_grad_(), w.abs().requires_grad_()
+    sx, sw = torch.autograd.grad(F.conv2d(xa, wa, None, stride, pad), (xa, wa), gm.abs())
+    near += assert_rne(gxd, gx, K * k * k * _U32 * sx, f"{op} grad input")
+    near += assert_rne(gwd, gw, N * P * Q * _U32 * sw, f"{op} grad weight")
+    near += assert_rne(gbd, gm.sum((0, 2, 3)), N * P * Q * _U32 * gm.abs().sum((0, 2, 3)), f"{op} grad bias")
+    # float16's midpoints are 8x denser than bfloat16's: the same float32 bound excuses more
+    share = {torch.bfloat16: 0.05, torch.float16: 0.25}[dtype]
+    assert near < share * (out.numel() + gxd.numel() + gwd.numel()), "the bound excuses too much to test rounding"
 
 
 # ------------------------------------------------------------------------------------------------

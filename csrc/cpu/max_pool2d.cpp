@@ -2,8 +2,10 @@
 //
 // Semantics follow PyTorch exactly: a window's first maximum wins ties; NaN propagates (the value
 // is NaN and the index the last NaN seen, as ATen's `val > max || isnan(val)`); indices are flat
-// h*W + w positions in the input plane. NCHW runs one plane per task; channels_last runs one
-// output pixel per step with the channel loop innermost (contiguous, vectorisable).
+// h*W + w positions in the input plane. Integer inputs (forward only: they have no gradient) start
+// each window from the type's lowest value where floats start from -inf, as ATen. NCHW runs one
+// plane per task; channels_last runs one output pixel per step with the channel loop innermost
+// (contiguous, vectorisable).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -11,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "backend.h"
@@ -34,17 +37,28 @@ inline Window window(const PoolGeom& g, int64_t p, int64_t q) {
   return w;
 }
 
+// A window's starting maximum: -inf, or the lowest value of an integer type.
+template <typename T>
+constexpr T lowest() {
+  return std::numeric_limits<T>::has_infinity ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::lowest();
+}
+
 // v replaces the running max m: larger, or NaN. Written without branches (v != v is isnan) so the
 // channels_last loops vectorise; a branchy version ran 13x slower on random data.
 template <typename T>
-inline bool takes(T v, T m) { return (v > m) | (v != v); }
+inline bool takes(T v, T m) {
+  if constexpr (std::is_floating_point_v<T>)
+    return (v > m) | (v != v);
+  else
+    return v > m;
+}
 
 // Argmax of one window of a plane with element stride `cs` (1 for NCHW, C for NHWC).
 template <typename T>
 inline int64_t argmax(const T* plane, int64_t cs, const PoolGeom& g, int64_t p, int64_t q) {
   const Window w = window(g, p, q);
   int64_t mi = w.h0 * g.W + w.w0;
-  T m = -std::numeric_limits<T>::infinity();
+  T m = lowest<T>();
   for (int64_t ih = w.h0; ih < w.h1; ih += g.dh)
     for (int64_t iw = w.w0; iw < w.w1; iw += g.dw) {
       const T v = plane[(ih * g.W + iw) * cs];
@@ -86,7 +100,7 @@ void forward_nchw(const T* x, const PoolGeom& g, T* out, int64_t* idx) {
             const int64_t i = argmax(x + plane * HW, 1, g, p, q);
             const Window w = window(g, p, q);
             out[plane * PQ + p * g.Q + q] =
-                w.h0 < w.h1 && w.w0 < w.w1 ? x[plane * HW + i] : -std::numeric_limits<T>::infinity();
+                w.h0 < w.h1 && w.w0 < w.w1 ? x[plane * HW + i] : lowest<T>();
             if (idx) idx[plane * PQ + p * g.Q + q] = i;
           }
     });
@@ -109,7 +123,7 @@ void forward_nchw(const T* x, const PoolGeom& g, T* out, int64_t* idx) {
         T* m = out + plane * PQ + p * g.Q;
         const Window w = window(g, p, 0);
         for (int64_t q = 0; q < g.Q; ++q) {
-          m[q] = -std::numeric_limits<T>::infinity();
+          m[q] = lowest<T>();
           mi[q] = static_cast<int32_t>(w.h0 * g.W + window(g, p, q).w0);
         }
         for (int64_t ih = w.h0; ih < w.h1; ih += g.dh)
@@ -160,7 +174,7 @@ void forward_nhwc(const T* x, const PoolGeom& g, T* out, int64_t* idx) {
       const int64_t n = m / PQ, p = (m % PQ) / g.Q, q = m % g.Q;
       const Window w = window(g, p, q);
       T* o = out + m * C;
-      std::fill(o, o + C, -std::numeric_limits<T>::infinity());
+      std::fill(o, o + C, lowest<T>());
       const int64_t first = w.h0 * g.W + w.w0;
       if (idx && !narrow) {
         for (int64_t c = 0; c < C; ++c) idx[m * C + c] = argmax(x + n * g.H * g.W * C + c, C, g, p, q);
@@ -266,7 +280,7 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntAr
   at::Tensor idx = with_indices ? new_output({g.N, g.C, g.P, g.Q}, x.options().dtype(at::kLong).memory_format(fmt))
                                 : at::empty({0}, x.options().dtype(at::kLong));
   if (out.numel() > 0) {
-    AT_DISPATCH_FLOATING_TYPES(cdt, "fastcnn_max_pool2d_cpu", [&] {
+    AT_DISPATCH_ALL_TYPES(cdt, "fastcnn_max_pool2d_cpu", [&] {  // floating and the integers (checks.h)
       int64_t* ip = with_indices ? idx.data_ptr<int64_t>() : nullptr;
       if (fmt == at::MemoryFormat::ChannelsLast)
         forward_nhwc<scalar_t>(x.data_ptr<scalar_t>(), g, out.data_ptr<scalar_t>(), ip);

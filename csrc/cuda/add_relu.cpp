@@ -2,7 +2,6 @@
 // torch.add, through at::TensorIterator), and its backward. Kernels in add_relu_kernel.cu.
 #include <ATen/ATen.h>
 #include <ATen/TensorIterator.h>
-#include <c10/cuda/CUDAException.h>
 #include <torch/library.h>
 
 #include "backend.h"
@@ -34,15 +33,15 @@ void run(at::TensorIterator& iter, const at::Tensor& a, const at::Tensor& b, Lau
     fp.b = bc.data_ptr();
     fp.num_sms = num_sms();
     launch(fp, stream);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    FASTCNN_KERNEL_LAUNCH_CHECK();
     out.copy_(tmp);
   }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  FASTCNN_KERNEL_LAUNCH_CHECK();
 }
 
 at::Tensor add_relu(const at::Tensor& input, const at::Tensor& other) {
   check_cuda("add_relu", input, "input");
-  c10::cuda::CUDAGuard guard(input.device());
+  DeviceGuard guard(input.device());
   at::Tensor out;
   auto iter = at::TensorIterator::borrowing_binary_op(out, input, other);
   poison(iter.output(0));
@@ -56,7 +55,7 @@ at::Tensor add_relu(const at::Tensor& input, const at::Tensor& other) {
 
 at::Tensor add_relu_backward(const at::Tensor& grad_output, const at::Tensor& output) {
   check_cuda("add_relu_backward", output, "output");
-  c10::cuda::CUDAGuard guard(output.device());
+  DeviceGuard guard(output.device());
   at::Tensor gi;
   auto iter = at::TensorIterator::borrowing_binary_op(gi, grad_output, output);
   poison(iter.output(0));

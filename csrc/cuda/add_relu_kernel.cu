@@ -116,19 +116,22 @@ void launch_ew(const EwParams& p, cudaStream_t stream) {
   const T* b = static_cast<const T*>(p.b);
   // int32 index math while indices and the grid-stride overshoot stay below 2^31.
   const int64_t lim = (int64_t(1) << 31) - (int64_t(1) << 26);
+  // (cuda-sim's tests force the scalar and the 64-bit paths through FASTCNN_PICK.)
+  const bool index32 = FASTCNN_PICK("ew_index32", 1, 2) == 1;
   if (p.flat) {
-    if (aligned16_host(out) && aligned16_host(a) && aligned16_host(b)) {
+    if (aligned16_host(out) && aligned16_host(a) && aligned16_host(b) && FASTCNN_PICK("ew_vec", 1, 2)) {
       const int64_t nvec = p.numel / Vec16<T>::N;
       const unsigned grid = ew_grid(nvec > 0 ? nvec : 1, p.num_sms);
-      ew_flat_vec_kernel<T, Op><<<grid, 256, 0, stream>>>(out, a, b, nvec, p.numel);
-    } else if (p.numel < lim) {
-      ew_flat_kernel<T, Op, int32_t><<<ew_grid(p.numel, p.num_sms), 256, 0, stream>>>(out, a, b, int32_t(p.numel));
+      FASTCNN_LAUNCH(grid, 256, 0, stream, ew_flat_vec_kernel<T, Op>)(out, a, b, nvec, p.numel);
+    } else if (p.numel < lim && index32) {
+      FASTCNN_LAUNCH(ew_grid(p.numel, p.num_sms), 256, 0, stream, ew_flat_kernel<T, Op, int32_t>)(out, a, b, int32_t(p.numel));
     } else {
-      ew_flat_kernel<T, Op, int64_t><<<ew_grid(p.numel, p.num_sms), 256, 0, stream>>>(out, a, b, p.numel);
+      FASTCNN_LAUNCH(ew_grid(p.numel, p.num_sms), 256, 0, stream, ew_flat_kernel<T, Op, int64_t>)(out, a, b, p.numel);
     }
     return;
   }
-  const bool narrow = p.numel < lim && max_extent(p, 0) < lim && max_extent(p, 1) < lim && max_extent(p, 2) < lim;
+  const bool narrow =
+      index32 && p.numel < lim && max_extent(p, 0) < lim && max_extent(p, 1) < lim && max_extent(p, 2) < lim;
   if (narrow) {
     EwDims<int32_t> d{};
     d.ndim = p.ndim;
@@ -138,7 +141,7 @@ void launch_ew(const EwParams& p, cudaStream_t stream) {
       d.fd[k] = make_fastdiv(uint32_t(p.sizes[k]));
       for (int o = 0; o < 3; ++o) d.strides[o][k] = int32_t(p.strides[o][k]);
     }
-    ew_strided_kernel<T, Op, int32_t><<<ew_grid(p.numel, p.num_sms), 256, 0, stream>>>(out, a, b, d);
+    FASTCNN_LAUNCH(ew_grid(p.numel, p.num_sms), 256, 0, stream, ew_strided_kernel<T, Op, int32_t>)(out, a, b, d);
   } else {
     EwDims<int64_t> d{};
     d.ndim = p.ndim;
@@ -147,7 +150,7 @@ void launch_ew(const EwParams& p, cudaStream_t stream) {
       d.sizes[k] = p.sizes[k];
       for (int o = 0; o < 3; ++o) d.strides[o][k] = p.strides[o][k];
     }
-    ew_strided_kernel<T, Op, int64_t><<<ew_grid(p.numel, p.num_sms), 256, 0, stream>>>(out, a, b, d);
+    FASTCNN_LAUNCH(ew_grid(p.numel, p.num_sms), 256, 0, stream, ew_strided_kernel<T, Op, int64_t>)(out, a, b, d);
   }
 }
 

@@ -2,14 +2,48 @@
 //
 // This header is included by the kernel files (.cu, compiled by nvcc) and, through the
 // <op>_kernel.cuh interface headers, by the torch-aware launchers (.cpp, compiled by the host
-// compiler). Everything that is device-only sits under `#ifdef __CUDACC__`.
+// compiler). Everything that is device-only sits under FASTCNN_DEVICE_CODE: nvcc, and cuda-sim
+// (FASTCNN_SIMT: the same kernels compiled by the host compiler against simt.h; its second bodies
+// of the PTX wrappers below follow the PTX ISA, see ../shared/design/cuda-sim.md).
 #pragma once
+
+#ifdef FASTCNN_SIMT
+#include "cuda/sim/simt.h"
+#endif
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
+
+#if defined(__CUDACC__) || defined(FASTCNN_SIMT)
+#define FASTCNN_DEVICE_CODE 1
+#endif
+
+// The three constructs a host compiler cannot parse. Under nvcc they expand to exactly the tokens
+// they replace (the generated code is unchanged: ptxas reports the same resources); under cuda-sim
+// a launch runs the CTAs on fibers and shared memory comes from the emulated CTA (0xFF-poisoned):
+//   FASTCNN_LAUNCH(grid, block, smem, stream, kernel)(args...)  for  kernel<<<grid, block, smem, stream>>>(args...)
+//   FASTCNN_DYNAMIC_SMEM(name)         for  extern __shared__ __align__(128) unsigned char name[]
+//   FASTCNN_SHARED(type, name, dims)   for  __shared__ type name dims   (dims e.g. [8][33])
+// FASTCNN_PICK(kind, choice, n) is a host-side dispatch choice among n (0: any value) that
+// cuda-sim's tests can force, so every tile config and path is reached on small shapes; nvcc and
+// the GPU build: (choice). Paths that need alignment are picked as `aligned && FASTCNN_PICK(.., 1, 2)`:
+// a test can turn them off, never on.
+#ifdef FASTCNN_SIMT
+#define FASTCNN_LAUNCH(grid, block, smem, stream, ...) \
+  ::fastcnn::simt::make_launch(grid, block, smem, stream, __VA_ARGS__, #__VA_ARGS__, FASTCNN_SIMT_HERE)
+#define FASTCNN_DYNAMIC_SMEM(name) unsigned char* const name = ::fastcnn::simt::dynamic_smem()
+#define FASTCNN_SHARED(type, name, dims) \
+  type(&name) dims = *static_cast<type(*) dims>(::fastcnn::simt::static_smem(FASTCNN_SIMT_HERE, sizeof(type dims), alignof(type)))
+#define FASTCNN_PICK(kind, choice, n) ::fastcnn::simt::pick(kind, choice, n)
+#else
+#define FASTCNN_LAUNCH(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
+#define FASTCNN_DYNAMIC_SMEM(name) extern __shared__ __align__(128) unsigned char name[]
+#define FASTCNN_SHARED(type, name, dims) __shared__ type name dims
+#define FASTCNN_PICK(kind, choice, n) (choice)
+#endif
 
 namespace fastcnn {
 namespace cuda {
@@ -44,7 +78,7 @@ inline int64_t ceil_div64(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 inline bool aligned16_host(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
-#ifdef __CUDACC__
+#ifdef FASTCNN_DEVICE_CODE
 
 __device__ __forceinline__ uint32_t fdiv(const FastDiv& f, uint32_t n) {
   return static_cast<uint32_t>((static_cast<uint64_t>(n) * f.m) >> f.s);
@@ -119,6 +153,9 @@ __device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_c
 // without reading the source, which is how halo taps, tails and padding rows are produced; the
 // source must still be a valid address, so callers pass the tensor base then.
 // ------------------------------------------------------------------------------------------------
+// cuda-sim (simt.cpp): the copy is deferred to the wait_group that retires its group and the
+// destination reads as 0xFF until then; alignment and the shared window are checked at issue.
+#ifndef FASTCNN_SIMT
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
@@ -134,6 +171,20 @@ template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
+#else
+inline uint32_t smem_addr(const void* p, FASTCNN_SIMT_SITE_ARGS) { return simt::shared_addr(p, FASTCNN_SIMT_SITE); }
+
+inline void cp_async16(uint32_t dst, const void* src, bool valid, FASTCNN_SIMT_SITE_ARGS) {
+  simt::cp_async16(dst, src, valid ? 16 : 0, FASTCNN_SIMT_SITE);
+}
+
+inline void cp_async_commit(FASTCNN_SIMT_SITE_ARGS) { simt::cp_async_commit(FASTCNN_SIMT_SITE); }
+
+template <int N>
+inline void cp_async_wait(FASTCNN_SIMT_SITE_ARGS) {
+  simt::cp_async_wait(N, FASTCNN_SIMT_SITE);
+}
+#endif
 
 // ------------------------------------------------------------------------------------------------
 // ldmatrix / mma.sync (sm_80+). Fragment layouts (PTX ISA, "Matrix fragments for mma.m16n8k16" and
@@ -150,6 +201,7 @@ __device__ __forceinline__ void cp_async_wait() {
 // same addressing serves both. .trans hands lane L the 16-bit elements [2t][g] and [2t+1][g]: the
 // fragment of an operand stored with its M (or N) dimension contiguous (used by wgrad, 16-bit only).
 // ------------------------------------------------------------------------------------------------
+#ifndef FASTCNN_SIMT
 __device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
@@ -168,6 +220,28 @@ __device__ __forceinline__ uint32_t to_tf32(uint32_t bits) {
   asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(__uint_as_float(bits)));
   return r;
 }
+#else
+inline void ldsm_x4(uint32_t addr, uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3,
+                    FASTCNN_SIMT_SITE_ARGS) {
+  uint32_t r[4];
+  simt::ldmatrix_x4(addr, false, r, FASTCNN_SIMT_SITE);
+  r0 = r[0], r1 = r[1], r2 = r[2], r3 = r[3];
+}
+
+inline void ldsm_x4_trans(uint32_t addr, uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3,
+                          FASTCNN_SIMT_SITE_ARGS) {
+  uint32_t r[4];
+  simt::ldmatrix_x4(addr, true, r, FASTCNN_SIMT_SITE);
+  r0 = r[0], r1 = r[1], r2 = r[2], r3 = r[3];
+}
+
+// cvt.rna.tf32.f32: round to 10 mantissa bits, to nearest, ties away from zero (adding half an ulp
+// to the magnitude); NaN stays NaN (a payload in the low 13 bits alone would otherwise become inf).
+inline uint32_t to_tf32(uint32_t bits) {
+  if ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu) != 0) return 0x7fffffffu;
+  return (bits + 0x1000u) & 0xffffe000u;
+}
+#endif
 
 // Tensor-core traits per storage type: the mma instruction and the K it consumes per 32 bytes of
 // a row (one k-step = 32 bytes = two 16-byte ldmatrix columns).
@@ -178,6 +252,7 @@ template <>
 struct Mma<__half> {
   static __device__ __forceinline__ void prep(uint32_t (&)[4]) {}
   static __device__ __forceinline__ void prep_b(uint32_t (&)[2]) {}
+#ifndef FASTCNN_SIMT
   static __device__ __forceinline__ void run(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
@@ -185,12 +260,18 @@ struct Mma<__half> {
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
   }
+#else
+  static void run(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], FASTCNN_SIMT_SITE_ARGS) {
+    simt::mma(0, d, a, b, FASTCNN_SIMT_SITE);
+  }
+#endif
 };
 
 template <>
 struct Mma<__nv_bfloat16> {
   static __device__ __forceinline__ void prep(uint32_t (&)[4]) {}
   static __device__ __forceinline__ void prep_b(uint32_t (&)[2]) {}
+#ifndef FASTCNN_SIMT
   static __device__ __forceinline__ void run(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
@@ -198,6 +279,11 @@ struct Mma<__nv_bfloat16> {
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
   }
+#else
+  static void run(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], FASTCNN_SIMT_SITE_ARGS) {
+    simt::mma(1, d, a, b, FASTCNN_SIMT_SITE);
+  }
+#endif
 };
 
 // TF32: the operands stay fp32 in shared memory and are rounded (to nearest, ties away: cvt.rna,
@@ -212,6 +298,7 @@ struct Mma<float> {
     b[0] = to_tf32(b[0]);
     b[1] = to_tf32(b[1]);
   }
+#ifndef FASTCNN_SIMT
   static __device__ __forceinline__ void run(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
     asm volatile(
         "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
@@ -219,6 +306,11 @@ struct Mma<float> {
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
   }
+#else
+  static void run(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], FASTCNN_SIMT_SITE_ARGS) {
+    simt::mma(2, d, a, b, FASTCNN_SIMT_SITE);
+  }
+#endif
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -246,7 +338,7 @@ __device__ __forceinline__ int mnmajor_chunk(int row, int c) {
   return row * ROWCH + (SWZ ? (c ^ (row & 7)) : c);
 }
 
-#endif  // __CUDACC__
+#endif  // FASTCNN_DEVICE_CODE
 
 }  // namespace cuda
 }  // namespace fastcnn

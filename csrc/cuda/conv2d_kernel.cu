@@ -52,7 +52,7 @@ __global__ void __launch_bounds__(256) bias_grad_partial_kernel(const BiasArgs a
   const int e = a.npix - b < a.pix_per_split ? a.npix : b + a.pix_per_split;
   A* ws = static_cast<A*>(a.ws) + int64_t(a.split0 + split) * a.K;
   if constexpr (kChanInner) {
-    __shared__ A red[8][33];
+    FASTCNN_SHARED(A, red, [8][33]);
     const int k = blockIdx.x * 32 + tx;
     A s = A(0);
     if (k < a.K)
@@ -98,7 +98,7 @@ BiasPlan plan_bias(const ConvBiasGradParams& p) {
   const int64_t PQ = p.P * p.Q;
   pl.nb = igemm::images_per_chunk(PQ);
   if (pl.nb > p.N) pl.nb = p.N > 0 ? p.N : 1;
-  pl.chan_inner = p.gys.c == 1;
+  pl.chan_inner = FASTCNN_PICK("bias_chan_inner", p.gys.c == 1 ? 1 : 0, 2) == 1;  // either reads any strides
   pl.kblocks = ceil_div64(p.K, pl.chan_inner ? 32 : 8);
   const int64_t npix = pl.nb * PQ;
   // ~4 blocks per SM, each summing at least 512 pixels per thread row.
@@ -107,6 +107,7 @@ BiasPlan plan_bias(const ConvBiasGradParams& p) {
   if (maxs > 1024) maxs = 1024;
   if (want > maxs) want = maxs;
   if (want < 1) want = 1;
+  want = FASTCNN_PICK("bias_splits", int(want), 0);
   pl.pix_per_split = ceil_div64(npix, want);
   if (pl.pix_per_split < 1) pl.pix_per_split = 1;
   pl.splits_per_chunk = ceil_div64(npix, pl.pix_per_split);
@@ -144,12 +145,12 @@ void launch_conv_bias_grad(const ConvBiasGradParams& p, cudaStream_t stream) {
     a.mask = p.out == nullptr ? nullptr : static_cast<const T*>(p.out) + n0 * p.outs.n;
     const dim3 grid(unsigned(pl.kblocks), unsigned(pl.splits_per_chunk));
     if (pl.chan_inner)
-      bias_grad_partial_kernel<T, true><<<grid, 256, 0, stream>>>(a);
+      FASTCNN_LAUNCH(grid, 256, 0, stream, bias_grad_partial_kernel<T, true>)(a);
     else
-      bias_grad_partial_kernel<T, false><<<grid, 256, 0, stream>>>(a);
+      FASTCNN_LAUNCH(grid, 256, 0, stream, bias_grad_partial_kernel<T, false>)(a);
     split0 += pl.splits_per_chunk;
   }
-  bias_grad_final_kernel<T><<<unsigned(ceil_div64(p.K, 256)), 256, 0, stream>>>(
+  FASTCNN_LAUNCH(unsigned(ceil_div64(p.K, 256)), 256, 0, stream, bias_grad_final_kernel<T>)(
       static_cast<const A*>(p.ws), int(pl.total_splits), int(p.K), static_cast<T*>(p.db));
 }
 

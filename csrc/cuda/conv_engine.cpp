@@ -17,7 +17,6 @@
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <ATen/TensorIterator.h>
-#include <c10/cuda/CUDAException.h>
 
 #include "backend.h"
 #include "cuda/conv1x1_kernel.cuh"
@@ -66,7 +65,7 @@ const void* ptr_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr()
 at::Tensor conv_forward_cuda(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                              const std::optional<at::Tensor>& residual, const ConvGeom& g, Activation act) {
   check_cuda("conv2d", input, "input");
-  c10::cuda::CUDAGuard guard(input.device());
+  DeviceGuard guard(input.device());
   const at::MemoryFormat fmt = conv_memory_format(input, weight);
   at::Tensor out = new_output({g.N, g.K, g.P, g.Q}, input.options().memory_format(fmt));
   if (out.numel() == 0) return out;
@@ -103,7 +102,7 @@ at::Tensor conv_forward_cuda(const at::Tensor& input, const at::Tensor& weight, 
     else
       launch_conv2d_fprop<T>(p, stream);
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  FASTCNN_KERNEL_LAUNCH_CHECK();
   return out;
 }
 
@@ -164,7 +163,7 @@ at::Tensor conv_dgrad(const GradOperands& go, const at::Tensor& input, const at:
     else
       launch_conv2d_dgrad<T>(p, stream);
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  FASTCNN_KERNEL_LAUNCH_CHECK();
   return gx;
 }
 
@@ -197,7 +196,7 @@ at::Tensor conv_wgrad(const GradOperands& go, const at::Tensor& input, const at:
     else
       launch_conv2d_wgrad<T>(p, stream);
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  FASTCNN_KERNEL_LAUNCH_CHECK();
   return gw;
 }
 
@@ -223,7 +222,7 @@ at::Tensor conv_bias_grad(const GradOperands& go, const at::Tensor& input, const
     p.ws = ws.data_ptr();
     launch_conv_bias_grad<T>(p, stream);
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  FASTCNN_KERNEL_LAUNCH_CHECK();
   return gb;
 }
 
@@ -255,7 +254,7 @@ at::Tensor conv_preact_grad(const at::Tensor& grad_output, const std::optional<a
                           [&] { launch_add_relu_backward<T>(fp, stream); });
     ga.copy_(tmp);
   }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  FASTCNN_KERNEL_LAUNCH_CHECK();
   return ga;
 }
 
@@ -267,7 +266,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_backward_cuda(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
     const std::optional<at::Tensor>& output, const ConvGeom& g, Activation act, std::array<bool, 4> mask) {
   check_cuda("conv2d_backward", input, "input");
-  c10::cuda::CUDAGuard guard(input.device());
+  DeviceGuard guard(input.device());
   const bool relu = act == Activation::ReLU;
   TORCH_INTERNAL_ASSERT(!relu || (output.has_value() && output->defined()), "conv backward: relu without output");
   const at::MemoryFormat fmt = conv_memory_format(input, weight);

@@ -102,9 +102,12 @@ inline int64_t gcd64(int64_t a, int64_t b) {
 }
 
 // Images per launch so that rows (images x pixels) stay below 2^31 with a tile of slack.
+// (cuda-sim's tests force a few images per launch to run the chunk loops on small batches.)
 inline int64_t images_per_chunk(int64_t rows_per_image) {
   const int64_t lim = (int64_t(1) << 31) - 1024;
-  return rows_per_image <= 0 ? 1 : (lim / rows_per_image > 0 ? lim / rows_per_image : 1);
+  const int64_t nb = rows_per_image <= 0 ? 1 : (lim / rows_per_image > 0 ? lim / rows_per_image : 1);
+  const int64_t forced = FASTCNN_PICK("conv_images", 0, 0);
+  return forced > 0 && forced < nb ? forced : nb;
 }
 
 template <typename T>

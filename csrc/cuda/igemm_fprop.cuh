@@ -502,7 +502,7 @@ __global__ void __launch_bounds__(Cfg::THREADS, kVecA ? Cfg::MIN_BLOCKS : 1) con
   using Math = typename MathK<T, Cfg>::type;
   using A = typename Num<T>::acc_t;
 
-  extern __shared__ __align__(128) unsigned char smem[];
+  FASTCNN_DYNAMIC_SMEM(smem);
   const bool has_mask = p.mask != nullptr;
   unsigned char* sA = smem;
   unsigned char* sB = sA + STAGES * BM * 64;
@@ -606,24 +606,25 @@ void launch_kmajor_cfg(GemmParams gp, bool vec_a, int groups, cudaStream_t strea
   for (int g0 = 0; g0 < groups; g0 += 65535) {
     gp.group0 = g0;
     const int gz = groups - g0 < 65535 ? groups - g0 : 65535;
-    kernel<<<dim3(unsigned(tm * tn), 1, unsigned(gz)), Cfg::THREADS, smem, stream>>>(gp);
+    FASTCNN_LAUNCH(dim3(unsigned(tm * tn), 1, unsigned(gz)), Cfg::THREADS, smem, stream, kernel)(gp);
   }
 }
 
-// Picks the tile for the math type and the GEMM shape.
+// Picks the tile for the math type and the GEMM shape (cuda-sim's tests force each one through
+// FASTCNN_PICK; under nvcc the choice is the natural one).
 template <typename T, bool k1x1>
 void launch_kmajor(const GemmParams& gp, bool vec_a, bool tensor_core, int groups, int64_t num_sms,
                    cudaStream_t stream) {
   if (gp.M <= 0 || gp.Ngemm <= 0) return;
   if constexpr (sizeof(T) == 8) {
-    if (gp.Ngemm <= 32)
+    if (FASTCNN_PICK("conv_tile", gp.Ngemm <= 32 ? 0 : 1, 2) == 0)
       launch_kmajor_cfg<T, SimtDS, k1x1>(gp, vec_a, groups, stream);
     else
       launch_kmajor_cfg<T, SimtDL, k1x1>(gp, vec_a, groups, stream);
   } else {
     if constexpr (sizeof(T) == 4) {
       if (!tensor_core) {
-        if (gp.Ngemm <= 32)
+        if (FASTCNN_PICK("conv_tile", gp.Ngemm <= 32 ? 0 : 1, 2) == 0)
           launch_kmajor_cfg<T, SimtFS, k1x1>(gp, vec_a, groups, stream);
         else
           launch_kmajor_cfg<T, SimtFL, k1x1>(gp, vec_a, groups, stream);
@@ -632,9 +633,10 @@ void launch_kmajor(const GemmParams& gp, bool vec_a, bool tensor_core, int group
     }
     // Tensor cores: the widest tile that still gives about one wave of CTAs.
     const int64_t ctas_l = ceil_div64(gp.M, 128) * ceil_div64(gp.Ngemm, 128) * groups;
-    if (gp.Ngemm <= 32)
+    const int cfg = FASTCNN_PICK("conv_tile", gp.Ngemm <= 32 ? 0 : (gp.Ngemm <= 64 || ctas_l < num_sms) ? 1 : 2, 3);
+    if (cfg == 0)
       launch_kmajor_cfg<T, TcS, k1x1>(gp, vec_a, groups, stream);
-    else if (gp.Ngemm <= 64 || ctas_l < num_sms)
+    else if (cfg == 1)
       launch_kmajor_cfg<T, TcM, k1x1>(gp, vec_a, groups, stream);
     else
       launch_kmajor_cfg<T, TcL, k1x1>(gp, vec_a, groups, stream);
@@ -689,9 +691,9 @@ void run_fprop(const ConvFpropParams& p, bool tensor_core, cudaStream_t stream) 
     gp.a = advance_ptr<T>(p.x, n0 * p.xs.n);
     gp.out = advance_ptr<T>(p.y, n0 * p.ys.n);
     gp.res = advance_ptr<T>(p.res, n0 * p.rs.n);
-    const bool vec_a = vec_ok<T>(gp.a, gp.as, Cg);
-    gp.out_vec = vec_ok<T>(gp.out, gp.os, Kg);
-    gp.res_vec = gp.res != nullptr && vec_ok<T>(gp.res, gp.rs, Kg);
+    const bool vec_a = vec_ok<T>(gp.a, gp.as, Cg) && FASTCNN_PICK("conv_vec", 1, 2);
+    gp.out_vec = vec_ok<T>(gp.out, gp.os, Kg) && FASTCNN_PICK("conv_epi_vec", 1, 2);
+    gp.res_vec = gp.res != nullptr && vec_ok<T>(gp.res, gp.rs, Kg) && FASTCNN_PICK("conv_epi_vec", 1, 2);
     launch_kmajor<T, k1x1>(gp, vec_a, tensor_core, int(s.G), p.num_sms, stream);
   }
 }
@@ -771,9 +773,9 @@ void run_dgrad(const ConvDgradParams& p, bool tensor_core, cudaStream_t stream) 
         gp.a = advance_ptr<T>(p.gy, n0 * p.gys.n);
         gp.mask = advance_ptr<T>(p.out, n0 * p.outs.n);  // out shares gy's strides (launcher contract)
         gp.out = advance_ptr<T>(p.dx, n0 * p.dxs.n);
-        bool vec_a = vec_ok<T>(gp.a, gp.as, Kg);
+        bool vec_a = vec_ok<T>(gp.a, gp.as, Kg) && FASTCNN_PICK("conv_vec", 1, 2);
         if (gp.mask != nullptr) vec_a = vec_a && (reinterpret_cast<uintptr_t>(gp.mask) & 15) == 0;
-        gp.out_vec = vec_ok<T>(gp.out, gp.os, Cg);
+        gp.out_vec = vec_ok<T>(gp.out, gp.os, Cg) && FASTCNN_PICK("conv_epi_vec", 1, 2);
         gp.res_vec = false;
         launch_kmajor<T, k1x1>(gp, vec_a, tensor_core, int(s.G), p.num_sms, stream);
       }

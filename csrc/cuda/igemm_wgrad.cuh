@@ -348,7 +348,7 @@ __global__ void __launch_bounds__(Cfg::THREADS) conv_wgrad_kernel(const WgradGem
   using Math = typename MathMN<T, Cfg>::type;
   using A = typename Num<T>::acc_t;
 
-  extern __shared__ __align__(128) unsigned char smem[];
+  FASTCNN_DYNAMIC_SMEM(smem);
   const bool has_mask = p.mask != nullptr;
   unsigned char* sA = smem;
   unsigned char* sB = sA + STAGES * A_BYTES;
@@ -444,14 +444,15 @@ template <typename T>
 WgradPlan plan_wgrad(const ConvGeom& s, int64_t cpad, int64_t num_sms) {
   WgradPlan pl{};
   const int64_t Kg = s.K / s.G, Ng = s.R * s.S * cpad;
+  // (cuda-sim's tests force each tile and the split count through FASTCNN_PICK.)
   if constexpr (sizeof(T) == 2) {
-    if (Kg <= 64) {
+    if (FASTCNN_PICK("wgrad_tile", Kg <= 64 ? 1 : 0, 2) == 1) {
       pl.cfg = 1; pl.BM = WTcS::BM; pl.BN = WTcS::BN; pl.BKP = WTcS::BKP;
     } else {
       pl.cfg = 0; pl.BM = WTcL::BM; pl.BN = WTcL::BN; pl.BKP = WTcL::BKP;
     }
   } else if constexpr (sizeof(T) == 4) {
-    if (Kg <= 64) {
+    if (FASTCNN_PICK("wgrad_tile", Kg <= 64 ? 1 : 0, 2) == 1) {
       pl.cfg = 1; pl.BM = WSimtFS::BM; pl.BN = WSimtFS::BN; pl.BKP = WSimtFS::BKP;
     } else {
       pl.cfg = 0; pl.BM = WSimtF::BM; pl.BN = WSimtF::BN; pl.BKP = WSimtF::BKP;
@@ -472,6 +473,7 @@ WgradPlan plan_wgrad(const ConvGeom& s, int64_t cpad, int64_t num_sms) {
   if (maxs > 128) maxs = 128;
   if (want > maxs) want = maxs;
   if (want < 1) want = 1;
+  want = FASTCNN_PICK("wgrad_splits", int(want), 0);
   pl.pix_per_split = ceil_div64(ktiles, want) * pl.BKP;
   pl.splits_per_chunk = ceil_div64(npix, pl.pix_per_split);
   const int64_t chunks = s.N > 0 ? ceil_div64(s.N, pl.nb) : 0;
@@ -491,7 +493,7 @@ void launch_wgrad_cfg(WgradGemmParams wp, bool vec_a, bool vec_b, int64_t splits
   for (int g0 = 0; g0 < groups; g0 += 65535) {
     wp.group0 = g0;
     const int gz = groups - g0 < 65535 ? groups - g0 : 65535;
-    kernel<<<dim3(unsigned(tm * tn), unsigned(splits), unsigned(gz)), Cfg::THREADS, smem, stream>>>(wp);
+    FASTCNN_LAUNCH(dim3(unsigned(tm * tn), unsigned(splits), unsigned(gz)), Cfg::THREADS, smem, stream, kernel)(wp);
   }
 }
 
@@ -545,9 +547,9 @@ void run_wgrad(const ConvWgradParams& p, cudaStream_t stream) {
     wp.gy = advance_ptr<T>(p.gy, n0 * p.gys.n);
     wp.mask = advance_ptr<T>(p.out, n0 * p.outs.n);  // out shares gy's strides (launcher contract)
     wp.x = advance_ptr<T>(p.x, n0 * p.xs.n);
-    bool vec_a = vec_ok<T>(wp.gy, wp.gys, Kg);
+    bool vec_a = vec_ok<T>(wp.gy, wp.gys, Kg) && FASTCNN_PICK("wgrad_vec_a", 1, 2);
     if (wp.mask != nullptr) vec_a = vec_a && (reinterpret_cast<uintptr_t>(wp.mask) & 15) == 0;
-    const bool vec_b = vec_ok<T>(wp.x, wp.xs, Cg);
+    const bool vec_b = vec_ok<T>(wp.x, wp.xs, Cg) && FASTCNN_PICK("wgrad_vec_b", 1, 2);
     // Splits of the last (short) chunk past its pixels still write zero tiles: keep them.
     const int64_t splits = pl.splits_per_chunk;
     if constexpr (sizeof(T) == 2) {
@@ -569,7 +571,7 @@ void run_wgrad(const ConvWgradParams& p, cudaStream_t stream) {
   const int threads = 256;
   int64_t blocks = ceil_div64(total, threads);
   if (blocks > 65535 * 4) blocks = 65535 * 4;
-  wgrad_reduce_kernel<T><<<unsigned(blocks), threads, 0, stream>>>(
+  FASTCNN_LAUNCH(unsigned(blocks), threads, 0, stream, wgrad_reduce_kernel<T>)(
       static_cast<const A*>(p.ws), int(pl.total_splits), int(s.G), int(Kg), int(Cg), int(s.R * s.S), int(s.S),
       int(cpad), static_cast<T*>(p.dw), p.dws);
 }

@@ -3,7 +3,6 @@
 // Operands are made dense in input.suggest_memory_format() (NCHW or channels_last), as the CPU
 // kernel does; outputs and indices are allocated in that format.
 #include <ATen/ATen.h>
-#include <c10/cuda/CUDAException.h>
 #include <torch/library.h>
 
 #include "backend.h"
@@ -14,6 +13,14 @@
 namespace fastcnn {
 namespace cuda {
 namespace {
+
+// The forward also takes the integer types (checks.h; the kernel file instantiates them), the
+// backward only FASTCNN_CUDA_DISPATCH's floating types.
+#define FASTCNN_POOL_DISPATCH(DTYPE, NAME, ...)                                     \
+  AT_DISPATCH_ALL_TYPES_AND2(at::kHalf, at::kBFloat16, DTYPE, NAME, [&] {          \
+    using T = typename ::fastcnn::cuda::CudaType<scalar_t>::type;                  \
+    __VA_ARGS__();                                                                 \
+  })
 
 template <typename P>
 void fill_geometry(P& p, const PoolGeom& g, bool channels_last) {
@@ -30,8 +37,8 @@ void run_forward(const at::Tensor& x, const PoolGeom& g, at::MemoryFormat fmt, a
   p.y = out.data_ptr();
   p.idx = idx ? idx->data_ptr<int64_t>() : nullptr;
   const cudaStream_t stream = current_stream();
-  FASTCNN_CUDA_DISPATCH(x.scalar_type(), "fastcnn_max_pool2d_cuda", [&] { launch_max_pool2d_forward<T>(p, stream); });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  FASTCNN_POOL_DISPATCH(x.scalar_type(), "fastcnn_max_pool2d_cuda", [&] { launch_max_pool2d_forward<T>(p, stream); });
+  FASTCNN_KERNEL_LAUNCH_CHECK();
 }
 
 std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size,
@@ -39,7 +46,7 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntAr
                                               at::IntArrayRef dilation, bool ceil_mode, bool with_indices) {
   const PoolGeom g = check_max_pool2d("max_pool2d", input, kernel_size, stride, padding, dilation, ceil_mode);
   check_cuda("max_pool2d", input, "input");
-  c10::cuda::CUDAGuard guard(input.device());
+  DeviceGuard guard(input.device());
   const auto fmt = input.suggest_memory_format();
   const at::Tensor x = input.contiguous(fmt);
   at::Tensor out = new_output({g.N, g.C, g.P, g.Q}, x.options().memory_format(fmt));
@@ -56,7 +63,7 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
                                                stride, padding, dilation, ceil_mode);
   const bool have_idx = indices.numel() > 0;
   check_cuda("max_pool2d_backward", input, "input");
-  c10::cuda::CUDAGuard guard(input.device());
+  DeviceGuard guard(input.device());
   const auto fmt = input.suggest_memory_format();
   at::Tensor gi = new_output(input.sizes(), input.options().memory_format(fmt));
   if (gi.numel() == 0) return gi;
@@ -80,7 +87,7 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
   const cudaStream_t stream = current_stream();
   FASTCNN_CUDA_DISPATCH(input.scalar_type(), "fastcnn_max_pool2d_backward_cuda",
                         [&] { launch_max_pool2d_backward<T>(p, stream); });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  FASTCNN_KERNEL_LAUNCH_CHECK();
   return gi;
 }
 

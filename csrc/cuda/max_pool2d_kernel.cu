@@ -11,6 +11,26 @@
 
 namespace fastcnn {
 namespace cuda {
+
+// Integer inputs (uint8 images, integer label maps; forward only, they have no gradient) are
+// compared in their own type. Only this file instantiates Num for integers.
+template <typename T>
+struct IntNum {
+  using acc_t = T;
+  static __device__ __forceinline__ T to_acc(T v) { return v; }
+  static __device__ __forceinline__ T from_acc(T v) { return v; }
+};
+template <>
+struct Num<uint8_t> : IntNum<uint8_t> {};
+template <>
+struct Num<int8_t> : IntNum<int8_t> {};
+template <>
+struct Num<int16_t> : IntNum<int16_t> {};
+template <>
+struct Num<int32_t> : IntNum<int32_t> {};
+template <>
+struct Num<int64_t> : IntNum<int64_t> {};
+
 namespace {
 
 // n / d for the index type: a multiply-shift for int32 (FastDiv), a division for int64.
@@ -49,9 +69,18 @@ __device__ __forceinline__ void window(const PoolArgs<I>& a, I p, I q, I& hs, I&
   while (ws < 0) ws += a.dw;
 }
 
+// A window's starting maximum: -inf, or an integer type's lowest value (as ATen).
+template <typename A>
+__device__ __forceinline__ A lowest() {
+  return std::numeric_limits<A>::has_infinity ? -std::numeric_limits<A>::infinity() : std::numeric_limits<A>::lowest();
+}
+
 template <typename A>
 __device__ __forceinline__ bool takes(A v, A m) {
-  return v > m || v != v;  // larger, or NaN
+  if constexpr (std::numeric_limits<A>::is_integer)
+    return v > m;
+  else
+    return v > m || v != v;  // larger, or NaN
 }
 
 // NCHW forward: one output element per work item; i -> (plane, p, q) with d_a = Q, d_b = P.
@@ -67,7 +96,7 @@ __global__ void __launch_bounds__(256)
     I hs, he, ws, we;
     window(a, p, q, hs, he, ws, we);
     const T* xp = x + plane * a.H * a.W;
-    A m = -std::numeric_limits<A>::infinity();
+    A m = lowest<A>();
     I mi = hs * a.W + ws;
     for (I h = hs; h < he; h += a.dh)
       for (I w = ws; w < we; w += a.dw) {
@@ -77,7 +106,7 @@ __global__ void __launch_bounds__(256)
           mi = h * a.W + w;
         }
       }
-    y[i] = from_acc<T>(m);  // exact: m is one of the inputs (or -inf)
+    y[i] = from_acc<T>(m);  // exact: m is one of the inputs (or the start value)
     if (idx != nullptr) idx[i] = int64_t(mi);
   }
 }
@@ -102,7 +131,7 @@ __global__ void __launch_bounds__(256)
     I mi[V];
 #pragma unroll
     for (int e = 0; e < V; ++e) {
-      m[e] = -std::numeric_limits<A>::infinity();
+      m[e] = lowest<A>();
       mi[e] = hs * a.W + ws;
     }
     for (I h = hs; h < he; h += a.dh)
@@ -150,6 +179,15 @@ __device__ __forceinline__ void covering(I h, I pad, I k, I d, I s, I n_out, I& 
   hi = min((h + pad) / s + 1, n_out);
 }
 
+// Whether h is one of output row o's taps (o in covering()'s range: o*s - pad <= h), not a row
+// between two dilated taps. Only a tap can be a window's argmax, except for a window that holds no
+// input element (every tap in the padding or past the end): its -inf output carries PyTorch's
+// index, which lies outside the window, and its gradient must go nowhere (as on the CPU backend).
+template <typename I>
+__device__ __forceinline__ bool on_tap(I h, I o, I pad, I d, I s) {
+  return d == 1 || (h + pad - o * s) % d == 0;
+}
+
 // NCHW backward (gather): one input element per work item; i -> (plane, h, w), d_a = W, d_b = H.
 template <typename T, typename I>
 __global__ void __launch_bounds__(256) pool_bwd_nchw(const T* __restrict__ gy, const int64_t* __restrict__ idx,
@@ -169,7 +207,8 @@ __global__ void __launch_bounds__(256) pool_bwd_nchw(const T* __restrict__ gy, c
     for (I p = p0; p < p1; ++p)
       for (I q = q0; q < q1; ++q) {
         const I o = base + p * a.Q + q;
-        if (idx[o] == target) s += to_acc(gy[o]);
+        if (idx[o] == target && on_tap(h, p, a.ph, a.dh, a.sh) && on_tap(w, q, a.pw, a.dw, a.sw))
+          s += to_acc(gy[o]);
       }
     gx[i] = from_acc<T>(s);
   }
@@ -214,9 +253,10 @@ __global__ void __launch_bounds__(256) pool_bwd_nhwc(const T* __restrict__ gy, c
           iv[0] = idx[o];
           gv[0] = gy[o];
         }
+        const bool tap = on_tap(h, p, a.ph, a.dh, a.sh) && on_tap(w, q, a.pw, a.dw, a.sw);
 #pragma unroll
         for (int e = 0; e < V; ++e)
-          if (iv[e] == target) s[e] += to_acc(gv[e]);
+          if (iv[e] == target && tap) s[e] += to_acc(gv[e]);
       }
     const I o = i * I(V);
     if constexpr (V > 1) {
@@ -259,9 +299,10 @@ unsigned grid_for(int64_t work, int64_t num_sms) {
 }
 
 // int32 index math while every index and the grid-stride overshoot stay below 2^31.
+// (cuda-sim's tests force the 64-bit and the scalar paths through FASTCNN_PICK.)
 bool narrow(int64_t a, int64_t b) {
   const int64_t lim = (int64_t(1) << 31) - (int64_t(1) << 26);
-  return a < lim && b < lim;
+  return a < lim && b < lim && FASTCNN_PICK("pool_index32", 1, 2);
 }
 
 template <typename T, typename I>
@@ -274,11 +315,11 @@ void forward_typed(const MaxPool2dParams& p, cudaStream_t stream) {
     PoolArgs<I> a = make_args<I>(p.g, total, p.g.C);
     a.d_a = Divider<I>::make(p.g.Q);
     a.d_b = Divider<I>::make(p.g.P);
-    pool_fwd_nchw<T, I><<<grid_for(total, p.num_sms), 256, 0, stream>>>(x, y, p.idx, a);
+    FASTCNN_LAUNCH(grid_for(total, p.num_sms), 256, 0, stream, pool_fwd_nchw<T, I>)(x, y, p.idx, a);
     return;
   }
   const bool vec = p.g.C % V == 0 && aligned16_host(p.x) && aligned16_host(p.y) &&
-                   (p.idx == nullptr || aligned16_host(p.idx));
+                   (p.idx == nullptr || aligned16_host(p.idx)) && FASTCNN_PICK("pool_vec", 1, 2);
   const int64_t cvn = vec ? p.g.C / V : p.g.C;
   const int64_t total = p.g.N * p.g.P * p.g.Q * cvn;
   PoolArgs<I> a = make_args<I>(p.g, total, cvn);
@@ -286,9 +327,9 @@ void forward_typed(const MaxPool2dParams& p, cudaStream_t stream) {
   a.d_b = Divider<I>::make(p.g.Q);
   a.d_c = Divider<I>::make(p.g.P);
   if (vec)
-    pool_fwd_nhwc<T, I, V><<<grid_for(total, p.num_sms), 256, 0, stream>>>(x, y, p.idx, a);
+    FASTCNN_LAUNCH(grid_for(total, p.num_sms), 256, 0, stream, pool_fwd_nhwc<T, I, V>)(x, y, p.idx, a);
   else
-    pool_fwd_nhwc<T, I, 1><<<grid_for(total, p.num_sms), 256, 0, stream>>>(x, y, p.idx, a);
+    FASTCNN_LAUNCH(grid_for(total, p.num_sms), 256, 0, stream, pool_fwd_nhwc<T, I, 1>)(x, y, p.idx, a);
 }
 
 template <typename T, typename I>
@@ -301,10 +342,11 @@ void backward_typed(const MaxPool2dBackwardParams& p, cudaStream_t stream) {
     PoolArgs<I> a = make_args<I>(p.g, total, p.g.C);
     a.d_a = Divider<I>::make(p.g.W);
     a.d_b = Divider<I>::make(p.g.H);
-    pool_bwd_nchw<T, I><<<grid_for(total, p.num_sms), 256, 0, stream>>>(gy, p.idx, gx, a);
+    FASTCNN_LAUNCH(grid_for(total, p.num_sms), 256, 0, stream, pool_bwd_nchw<T, I>)(gy, p.idx, gx, a);
     return;
   }
-  const bool vec = p.g.C % V == 0 && aligned16_host(p.gy) && aligned16_host(p.gx) && aligned16_host(p.idx);
+  const bool vec = p.g.C % V == 0 && aligned16_host(p.gy) && aligned16_host(p.gx) && aligned16_host(p.idx) &&
+                   FASTCNN_PICK("pool_vec", 1, 2);
   const int64_t cvn = vec ? p.g.C / V : p.g.C;
   const int64_t total = p.g.N * p.g.H * p.g.W * cvn;
   PoolArgs<I> a = make_args<I>(p.g, total, cvn);
@@ -312,9 +354,9 @@ void backward_typed(const MaxPool2dBackwardParams& p, cudaStream_t stream) {
   a.d_b = Divider<I>::make(p.g.W);
   a.d_c = Divider<I>::make(p.g.H);
   if (vec)
-    pool_bwd_nhwc<T, I, V><<<grid_for(total, p.num_sms), 256, 0, stream>>>(gy, p.idx, gx, a);
+    FASTCNN_LAUNCH(grid_for(total, p.num_sms), 256, 0, stream, pool_bwd_nhwc<T, I, V>)(gy, p.idx, gx, a);
   else
-    pool_bwd_nhwc<T, I, 1><<<grid_for(total, p.num_sms), 256, 0, stream>>>(gy, p.idx, gx, a);
+    FASTCNN_LAUNCH(grid_for(total, p.num_sms), 256, 0, stream, pool_bwd_nhwc<T, I, 1>)(gy, p.idx, gx, a);
 }
 
 }  // namespace
@@ -347,6 +389,12 @@ FASTCNN_INSTANTIATE_POOL(float)
 FASTCNN_INSTANTIATE_POOL(double)
 FASTCNN_INSTANTIATE_POOL(__half)
 FASTCNN_INSTANTIATE_POOL(__nv_bfloat16)
+// Integers: forward only (checks.h rejects their backward).
+template void launch_max_pool2d_forward<uint8_t>(const MaxPool2dParams&, cudaStream_t);
+template void launch_max_pool2d_forward<int8_t>(const MaxPool2dParams&, cudaStream_t);
+template void launch_max_pool2d_forward<int16_t>(const MaxPool2dParams&, cudaStream_t);
+template void launch_max_pool2d_forward<int32_t>(const MaxPool2dParams&, cudaStream_t);
+template void launch_max_pool2d_forward<int64_t>(const MaxPool2dParams&, cudaStream_t);
 
 #undef FASTCNN_INSTANTIATE_POOL
 

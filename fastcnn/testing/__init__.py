@@ -8,6 +8,7 @@ Importing it needs neither pytest nor anything outside torch.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -88,6 +89,19 @@ class Target:
     id: str
     interpreted: bool = False  # Triton on CPU tensors: only under TRITON_INTERPRET=1 (slow: small shapes)
     timed: bool = True  # the benchmarks time it (not an interpreter or a simulator)
+    sim_order: str = ""  # cuda-sim: the scheduling order of warps and lanes (fwd, rev, rand:<seed>)
+
+    @contextlib.contextmanager
+    def use(self):
+        """Run the block on this target's backend (and, for cuda-sim, in its scheduling order)."""
+        import fastcnn
+
+        with fastcnn.backend(self.backend), contextlib.ExitStack() as stack:
+            if self.sim_order:
+                from .. import _cudasim
+
+                stack.enter_context(_cudasim.order(self.sim_order))
+            yield
 
     def unavailable(self) -> str | None:
         """Why this installation cannot run the target now, or None when it can."""
@@ -107,6 +121,11 @@ class Target:
 TARGETS = (
     Target("cpu", "cpu", "cpu"),
     Target("triton", "cpu", "triton-interp", interpreted=True, timed=False),
+    # The CUDA kernels emulated on the CPU (fastcnn._C_cudasim, `make cuda-sim`), in two orders: a
+    # schedule that keeps warps in step hides a missing barrier, so each case runs warps first-to-
+    # last and last-to-first (small shapes: an emulated thread costs ~0.1-1 us per instruction).
+    Target("cuda-sim", "cpu", "cuda-sim", timed=False, sim_order="fwd"),
+    Target("cuda-sim", "cpu", "cuda-sim-rev", timed=False, sim_order="rev"),
     Target("cuda", "cuda", "cuda"),
     Target("triton", "cuda", "triton-cuda"),
 )
