@@ -36,7 +36,15 @@ from . import common
 DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
           "fp64": torch.float64}
 BATCH = {"cpu": {"lenet5": 64, "default": 8}, "cuda": {"lenet5": 1024, "default": 64}}
-BASELINE, PROVIDERS, FASTCNN_BACKEND = common.BASELINE, common.PROVIDERS, common.FASTCNN_BACKEND
+# The CPU defaults (batch, image size; None: the network's own): issue 20's configurations, seconds
+# per training step on 2 cores. An explicit --batch / --image-size replaces them.
+CPU_CONFIGS = {"lenet5": (64, None), "alexnet": (8, 127), "googlenet": (4, 112), "resnet18": (8, 112),
+               "resnet50": (4, 112)}
+BASELINE, FASTCNN_BACKEND = common.BASELINE, common.FASTCNN_BACKEND
+# "fastcnn_fuse": fastcnn.fuse() of the baseline model itself (the torchvision-user path), on the
+# auto backend; its speedup is over the same model unfused.
+FUSE = "fastcnn_fuse"
+PROVIDERS = {k: v + [FUSE] for k, v in common.PROVIDERS.items()}
 # Offered, not run by default: max-autotune compiles for minutes per network.
 EXTRA_PROVIDERS = {"cpu": ["torch_compile"], "cuda": ["torch_compile_max_autotune"]}
 MODES = ("inference", "train")
@@ -113,17 +121,22 @@ def make_step(model, mode: str, x, target):
 
 @contextlib.contextmanager
 def _provider_context(provider: str):
-    if provider in FASTCNN_BACKEND:
+    if provider in FASTCNN_BACKEND or provider == FUSE:
         import fastcnn
 
-        with fastcnn.backend(FASTCNN_BACKEND[provider]):
+        with fastcnn.backend(FASTCNN_BACKEND.get(provider, "auto")):
             yield
     else:
         yield
 
 
 def _prepare(provider, base, fm, device, dtype, layout):
-    model = fm if provider in FASTCNN_BACKEND else base
+    if provider == FUSE:
+        import fastcnn
+
+        model = fastcnn.fuse(base)  # a deep copy
+    else:
+        model = fm if provider in FASTCNN_BACKEND else base
     model = model.to(device=device, dtype=dtype)
     if layout == "nhwc":
         model = model.to(memory_format=torch.channels_last)
@@ -192,7 +205,8 @@ def run(device="cpu", nets=None, modes=MODES, batch=None, dtype="fp32", layout="
 
     ``rounds`` > 1 repeats each provider's measurement, alternating providers; each row reports the
     median and p20/p80 over the samples of every round, and ``speedup_lo``/``speedup_hi``, the
-    range of the per-round speedups (baseline round median / provider round median)."""
+    range of the per-round speedups (baseline round median / provider round median). On the CPU,
+    ``batch``/``image_size`` None take CPU_CONFIGS."""
     kind = _kind(device)
     providers = list(providers or PROVIDERS[kind])
     base_name = BASELINE[kind]
@@ -207,8 +221,11 @@ def run(device="cpu", nets=None, modes=MODES, batch=None, dtype="fp32", layout="
     fmt = torch.channels_last if layout == "nhwc" else torch.contiguous_format
     env = common.env_row(device)
     rows = []
+    size_arg = image_size
     for name in nets or DEFAULT_NETS:
-        b = batch or BATCH[kind].get(name, BATCH[kind]["default"])
+        cfg_b, cfg_s = CPU_CONFIGS.get(name, (None, None)) if kind == "cpu" else (None, None)
+        b = batch or cfg_b or BATCH[kind].get(name, BATCH[kind]["default"])
+        image_size = size_arg or cfg_s
         shape = input_shape(name, image_size)
         base, fm = build_pair(name, num_classes, image_size=image_size)
         g = torch.Generator().manual_seed(1)
@@ -302,9 +319,10 @@ def main(argv=None) -> int:
     ap.add_argument("--layout", default="nchw", choices=["nchw", "nhwc"], help="memory format (default: nchw)")
     ap.add_argument("--providers", default=None, help="comma list (default: the baseline and fastcnn's backends of "
                     "this device: " + "; ".join(f"{k}: {','.join(v)}" for k, v in PROVIDERS.items()) + ")")
-    ap.add_argument("--batch", type=int, default=None, help="images per step (default: lenet5 64, others 8 on the "
-                    "CPU; 1024 and 64 on the GPU)")
-    ap.add_argument("--image-size", type=int, default=None, help="input size of the ImageNet networks (224)")
+    ap.add_argument("--batch", type=int, default=None, help="images per step (default on the CPU: CPU_CONFIGS; "
+                    "1024 and 64 on the GPU)")
+    ap.add_argument("--image-size", type=int, default=None, help="input size of the ImageNet networks (default on "
+                    "the CPU: CPU_CONFIGS; 224 on the GPU)")
     ap.add_argument("--rounds", type=int, default=1, help="measure each provider this often, alternating them; "
                     "report the median over all rounds and the per-round speedups' range (default: 1)")
     ap.add_argument("--quick", action="store_true", help="short timing (CI's smoke run)")

@@ -54,7 +54,7 @@ DEFAULTS = {
     "cuda": {"dtypes": ["bf16"], "layouts": ["nhwc"], "op_modes": ["fwd", "bwd", "fwd+bwd"],
              "batches": [1, 32, 256]},
     "cpu": {"dtypes": ["fp32"], "layouts": ["nchw", "nhwc"], "op_modes": ["fwd", "bwd", "fwd+bwd"],
-            "batches": [None]},  # None: bench_models' CPU batch (LeNet 64, others 8)
+            "batches": [None]},  # None: bench_models.CPU_CONFIGS (issue 20's batch and image size)
 }
 # --quick: one small layer per op kind, LeNet-5 only, short timing; about a minute on 2 cores.
 QUICK_LAYERS = {"lenet5.conv1", "lenet5.conv2", "lenet5.pool1", "resnet50.layer1.0.conv1", "resnet50.layer1.add"}
@@ -455,11 +455,11 @@ def parser():
                     "; ".join(f"{'GPU' if k == 'cuda' else 'CPU'} " + ", ".join(f"{n} {b}" for n, b in v.items())
                               for k, v in bench_ops.BATCH.items()) + "; --quick on a CPU: 8)")
     ap.add_argument("--batches", default=None, help="network batches, comma list (default: GPU 1,32,256; CPU " +
-                    ", ".join(f"{n} {b}" for n, b in bench_models.BATCH["cpu"].items()).replace("default", "others")
-                    + ")")
-    ap.add_argument("--rounds", type=int, default=1, help="network timings: measure each provider this often, "
+                    ", ".join(f"{n} {b}" + (f" at {s}x{s}" if s else "") for n, (b, s) in
+                              bench_models.CPU_CONFIGS.items()) + ")")
+    ap.add_argument("--rounds", type=int, default=3, help="network timings: measure each provider this often, "
                     "alternating them; rows report the median over every round and the range of the per-round "
-                    "speedups (default: 1)")
+                    "speedups (default: 3)")
     ap.add_argument("--cuda-graphs", action="store_true", help="networks: capture each step in a CUDA graph "
                     "(every provider) and time its replay")
     ap.add_argument("--no-plots", action="store_true", help="write the CSVs only, not ops_speedup.png, roofline.png "

@@ -64,6 +64,7 @@ def models_block(rows, base="torch_cpu") -> list[str]:
     nets = list(dict.fromkeys(r["name"] for r in rows))
     fast = [p for p in dict.fromkeys(r["provider"] for r in rows) if p != base]
     rounds = sorted({int(r["rounds"]) for r in rows if r.get("rounds")})
+    quantiles = []
     lines = ["| network (fp32, NCHW) | mode | PyTorch ms | fastcnn ms | speedup |", "|---|---|---|---|---|"]
     for net in nets:
         for mode in ("inference", "train"):
@@ -74,6 +75,9 @@ def models_block(rows, base="torch_cpu") -> list[str]:
                     continue
                 s = suite._f(f.get("speedup"))
                 lo, hi = suite._f(f.get("speedup_lo")), suite._f(f.get("speedup_hi"))
+                if lo is None or hi is None:  # runs that recorded the p20-p80 of the per-round speedups
+                    lo, hi = suite._f(f.get("speedup_p20")), suite._f(f.get("speedup_p80"))
+                    quantiles.append(lo is not None)
                 rng = f" ({lo:.2f}-{hi:.2f})" if lo is not None and hi is not None and int(f.get("rounds") or 1) > 1 else ""
                 name = f"{NETWORK.get(net, net)}, batch {f['batch']}" + ("" if len(fast) == 1 else f", {p}")
                 lines.append(f"| {name} | {mode} | {_ms(b)} | {_ms(f)} | {s:.2f}{rng} |")
@@ -82,7 +86,9 @@ def models_block(rows, base="torch_cpu") -> list[str]:
               + ("rounds not recorded (the run predates the CSV's rounds column)." if not rounds else
                  "one round per provider." if rounds == [1] else
                  f"{'/'.join(map(str, rounds))} rounds per provider, alternating; the speedup's range is over the "
-                 "rounds.")]
+                 "rounds" + (" (this run: ms the median of the round medians and its 20th-80th percentile over rounds; speedup the "
+                             "median of the per-round speedups, range their 20th-80th percentile)."
+                             if any(quantiles) else "."))]
     return lines
 
 

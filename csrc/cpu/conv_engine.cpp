@@ -1,6 +1,7 @@
 #include "cpu/conv_engine.h"
 
 #include "backend.h"
+#include "cpu/onednn.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -647,7 +648,7 @@ void conv_forward(const at::Tensor& x, const at::Tensor& w, const std::optional<
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_backward(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& out,
-    const ConvGeom& g, Activation act, MemoryFormat fmt, std::array<bool, 4> mask) {
+    const ConvGeom& g, Activation act, MemoryFormat fmt, std::array<bool, 4> mask, bool onednn) {
   const auto opts = x.options();
   at::Tensor gy = grad.contiguous(fmt);
   if (act == Activation::ReLU) {
@@ -660,14 +661,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_backward(
     gy = masked;
   }
   at::Tensor gx, gw, gb, ga;
-  if (mask[0]) gx = new_output({g.N, g.C, g.H, g.W}, opts.memory_format(fmt));
-  if (mask[1]) gw = new_output(w.sizes(), opts.memory_format(w.suggest_memory_format()));
-  if (mask[2]) gb = new_output({g.K}, opts);
-  if (mask[0] || mask[1] || mask[2]) {
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fastcnn_conv_backward_cpu", [&] {
-      backward_typed<scalar_t>(gy, x, w, g, fmt, mask[0] ? &gx : nullptr, mask[1] ? &gw : nullptr,
-                               mask[2] ? &gb : nullptr);
-    });
+  if (onednn && (mask[0] || mask[1] || mask[2])) {
+    std::tie(gx, gw, gb) = onednn_backward(gy, x, w, g, fmt, {mask[0], mask[1], mask[2]});
+  } else {
+    if (mask[0]) gx = new_output({g.N, g.C, g.H, g.W}, opts.memory_format(fmt));
+    if (mask[1]) gw = new_output(w.sizes(), opts.memory_format(w.suggest_memory_format()));
+    if (mask[2]) gb = new_output({g.K}, opts);
+    if (mask[0] || mask[1] || mask[2]) {
+      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fastcnn_conv_backward_cpu", [&] {
+        backward_typed<scalar_t>(gy, x, w, g, fmt, mask[0] ? &gx : nullptr, mask[1] ? &gw : nullptr,
+                                 mask[2] ? &gb : nullptr);
+      });
+    }
   }
   if (mask[3]) {
     // The pre-activation gradient is also the residual's. It must not alias grad_output.
@@ -692,8 +697,10 @@ MemoryFormat engine_format(const ConvGeom& g, MemoryFormat fmt) {
 }
 
 // What ran, for fastcnn.explain.
-void note_engine(const ConvGeom& g, MemoryFormat efmt, at::ScalarType cdt) {
-  trace_note("kernel", is_direct(g) ? "GEMM on the input (1x1 stride 1, no im2col)" : "im2col panels + GEMM");
+void note_engine(const ConvGeom& g, MemoryFormat efmt, at::ScalarType cdt, bool onednn) {
+  trace_note("kernel", onednn ? "oneDNN convolution (PyTorch's mkldnn ops)"
+                       : is_direct(g) ? "GEMM on the input (1x1 stride 1, no im2col)"
+                                      : "im2col panels + GEMM");
   trace_note("layout", efmt == MemoryFormat::ChannelsLast ? "NHWC" : "NCHW");
   trace_note("compute", c10::toString(cdt));
 }
@@ -712,15 +719,17 @@ at::Tensor finish(const at::Tensor& t, MemoryFormat fmt, at::ScalarType dtype, M
 at::Tensor conv_forward_op(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                            const std::optional<at::Tensor>& residual, const ConvGeom& g, Activation act) {
   const MemoryFormat fmt = conv_memory_format(input, weight);
-  const MemoryFormat efmt = engine_format(g, fmt);
   const auto dtype = input.scalar_type();
   const auto cdt = is_reduced(dtype) ? at::kFloat : dtype;  // float16/bfloat16 computed in float32
-  if (trace_enabled()) note_engine(g, efmt, cdt);
+  const bool onednn = cdt == at::kFloat && prefer_onednn(g, ConvPass::Forward);
+  const MemoryFormat efmt = onednn ? fmt : engine_format(g, fmt);
+  if (trace_enabled()) note_engine(g, efmt, cdt, onednn);
   const at::Tensor x = input.to(cdt).contiguous(efmt);
   const at::Tensor w = weight.to(cdt);
   std::optional<at::Tensor> b, r;
   if (bias) b = bias->to(cdt).contiguous();
   if (residual) r = residual->to(cdt).contiguous(efmt);
+  if (onednn) return finish(onednn_forward(x, w, b, r, g, act, fmt), fmt, dtype, fmt);
   at::Tensor out = new_output({g.N, g.K, g.P, g.Q}, x.options().memory_format(efmt));
   conv_forward(x, w, b, r, g, act, efmt, out);
   return finish(out, fmt, dtype, efmt);
@@ -730,13 +739,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_backward_op(
     const at::Tensor& grad, const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& out,
     const ConvGeom& g, Activation act, std::array<bool, 4> mask) {
   const MemoryFormat fmt = conv_memory_format(input, weight);
-  const MemoryFormat efmt = engine_format(g, fmt);
   const auto dtype = input.scalar_type();
   const auto cdt = is_reduced(dtype) ? at::kFloat : dtype;
-  if (trace_enabled()) note_engine(g, efmt, cdt);
+  const bool onednn = cdt == at::kFloat && prefer_onednn(g, ConvPass::Backward);
+  const MemoryFormat efmt = onednn ? fmt : engine_format(g, fmt);
+  if (trace_enabled()) note_engine(g, efmt, cdt, onednn);
   std::optional<at::Tensor> o;
   if (out) o = out->to(cdt);
-  auto res = conv_backward(grad.to(cdt), input.to(cdt).contiguous(efmt), weight.to(cdt), o, g, act, efmt, mask);
+  auto res = conv_backward(grad.to(cdt), input.to(cdt).contiguous(efmt), weight.to(cdt), o, g, act, efmt, mask,
+                           onednn);
   const auto w_fmt = weight.suggest_memory_format();
   return {mask[0] ? finish(std::get<0>(res), fmt, dtype, efmt) : std::get<0>(res).to(dtype),
           mask[1] ? finish(std::get<1>(res), w_fmt, dtype, w_fmt) : std::get<1>(res).to(dtype),

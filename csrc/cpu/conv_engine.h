@@ -29,9 +29,10 @@ void conv_forward(const at::Tensor& x, const at::Tensor& w, const std::optional<
                   at::MemoryFormat fmt, at::Tensor& out);
 
 // Gradients (input, weight, bias, pre-activation) for the mask; empty tensors where not asked.
+// onednn: the conv's gradients by onednn_backward (float32) instead of the engine.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_backward(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& out,
-    const ConvGeom& g, Activation act, at::MemoryFormat fmt, std::array<bool, 4> mask);
+    const ConvGeom& g, Activation act, at::MemoryFormat fmt, std::array<bool, 4> mask, bool onednn = false);
 
 // The CPU entry points of conv2d / conv1x1 share this wrapper: Triton routing is done by the
 // caller; this checks dtypes (float16/bfloat16 computed in float32), allocates and runs.

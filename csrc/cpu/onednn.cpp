@@ -1,0 +1,136 @@
+#include "cpu/onednn.h"
+
+#include "backend.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/stack.h>
+#include <c10/core/MemoryFormat.h>
+
+#include <string>
+#include <vector>
+
+namespace fastcnn::cpu {
+namespace {
+
+using at::MemoryFormat;
+
+// PyTorch's fused oneDNN convolution (torch built with oneDNN: every x86 and aarch64 wheel). The
+// schemas are stable since torch 2.0 (Inductor's CPU conv fusion lowers to them); looked up at run
+// time so that a torch without them simply keeps the own engine.
+const c10::OperatorHandle* find_op(const char* name, const char* overload) {
+  auto h = c10::Dispatcher::singleton().findSchema({name, overload});
+  if (!h.has_value() || !h->hasKernelForDispatchKey(c10::DispatchKey::CPU)) return nullptr;
+  return new c10::OperatorHandle(*h);  // lives as long as the process, as the dispatcher's table
+}
+
+const c10::OperatorHandle* pointwise_op() {
+  static const c10::OperatorHandle* op = find_op("mkldnn::_convolution_pointwise", "");
+  return op;
+}
+
+const c10::OperatorHandle* pointwise_binary_op() {
+  static const c10::OperatorHandle* op = find_op("mkldnn::_convolution_pointwise", "binary");
+  return op;
+}
+
+bool onednn_enabled() {
+  return at::globalContext().userEnabledMkldnn() && pointwise_op() && pointwise_binary_op();
+}
+
+// t with exactly the strides at::empty(t.sizes(), fmt) gives (what the fake kernels declare):
+// oneDNN's results are dense in fmt, but where a size is 1 their strides may differ.
+at::Tensor dense_in(const at::Tensor& t, MemoryFormat fmt) {
+  const auto sizes = t.sizes();
+  std::vector<int64_t> want(sizes.size());
+  if (fmt == MemoryFormat::ChannelsLast && sizes.size() == 4) {
+    want = c10::get_channels_last_strides_2d(sizes);
+  } else {
+    int64_t s = 1;
+    for (int64_t i = static_cast<int64_t>(sizes.size()) - 1; i >= 0; --i) {
+      want[i] = s;
+      s *= std::max<int64_t>(sizes[i], 1);
+    }
+  }
+  if (t.strides() == at::IntArrayRef(want)) return t;
+  return new_output(sizes, t.options().memory_format(fmt)).copy_(t);
+}
+
+c10::IValue ints(int64_t a, int64_t b) { return c10::IValue(std::vector<int64_t>{a, b}); }
+
+// In place, NaN kept (v < 0 is false for NaN): a compare and a blend per vector.
+void relu_range(float* __restrict o, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) o[i] = o[i] < 0.f ? 0.f : o[i];
+}
+
+void add_relu_range(float* __restrict o, const float* __restrict r, int64_t n, bool relu) {
+  if (relu)
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = o[i] + r[i];
+      o[i] = v < 0.f ? 0.f : v;
+    }
+  else
+    for (int64_t i = 0; i < n; ++i) o[i] += r[i];
+}
+
+}  // namespace
+
+bool prefer_onednn(const ConvGeom& g, ConvPass pass) {
+  (void)g;
+  (void)pass;
+  return onednn_enabled();
+}
+
+at::Tensor onednn_forward(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& bias,
+                          const std::optional<at::Tensor>& residual, const ConvGeom& g, Activation act,
+                          MemoryFormat fmt) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const at::Tensor wf = w.contiguous(fmt);  // oneDNN picks channels_last when input or weight is
+  const c10::IValue b = bias ? c10::IValue(*bias) : c10::IValue();
+  const c10::IValue none;
+  // The residual as oneDNN's binary-add post-op where PyTorch's op fuses it (channels_last, no
+  // groups; otherwise it would run its conv and a separate add). The ReLU is never a post-op:
+  // oneDNN's eltwise ReLU maps NaN to 0, where fastcnn (and torch.relu) keep NaN.
+  const bool fuse_residual = residual && fmt == MemoryFormat::ChannelsLast && g.G == 1;
+  torch::jit::Stack st;
+  if (fuse_residual) {
+    st = {x, *residual, wf, b, ints(g.ph, g.pw), ints(g.sh, g.sw), ints(g.dh, g.dw), g.G, std::string("add"), none,
+          none, c10::List<std::optional<at::Scalar>>(), none};
+    pointwise_binary_op()->callBoxed(&st);
+  } else {
+    st = {x, wf, b, ints(g.ph, g.pw), ints(g.sh, g.sw), ints(g.dh, g.dw), g.G, std::string("none"),
+          c10::List<std::optional<at::Scalar>>(), none};
+    pointwise_op()->callBoxed(&st);
+  }
+  at::Tensor out = dense_in(st[0].toTensor(), fmt);
+  const bool add = residual && !fuse_residual, relu = act == Activation::ReLU;
+  if (add || relu) {
+    float* o = out.data_ptr<float>();
+    const at::Tensor res = add ? dense_in(*residual, fmt) : at::Tensor();  // out's strides
+    const float* r = add ? res.data_ptr<float>() : nullptr;
+    at::parallel_for(0, out.numel(), 32768, [&](int64_t lo, int64_t hi) {
+      if (add) add_relu_range(o + lo, r + lo, hi - lo, relu);
+      else relu_range(o + lo, hi - lo);
+    });
+  }
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> onednn_backward(const at::Tensor& gy, const at::Tensor& x,
+                                                               const at::Tensor& w, const ConvGeom& g,
+                                                               MemoryFormat fmt, std::array<bool, 3> mask) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const std::vector<int64_t> bias_sizes{g.K};
+  // PyTorch's own convolution backward: oneDNN for float32 (its choice of backend, as for F.conv2d).
+  auto [gx, gw, gb] = at::convolution_backward(
+      gy, x, w.contiguous(fmt), mask[2] ? at::OptionalIntArrayRef(bias_sizes) : at::OptionalIntArrayRef(),
+      {g.sh, g.sw}, {g.ph, g.pw}, {g.dh, g.dw}, /*transposed=*/false, {0, 0}, g.G, mask);
+  if (mask[0]) gx = dense_in(gx, fmt);
+  if (mask[1]) gw = dense_in(gw, w.suggest_memory_format());
+  if (mask[2]) gb = dense_in(gb, MemoryFormat::Contiguous);
+  return {gx, gw, gb};
+}
+
+}  // namespace fastcnn::cpu
