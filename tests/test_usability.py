@@ -35,9 +35,11 @@ def test_explain_names_backend_and_kernel_per_call():
     assert ops[:2] == ["conv2d", "max_pool2d"], ops
     assert set(ops[2:]) == {"max_pool2d_backward", "conv2d_backward"}, ops
     assert all(d.backend == "cpu" and d.device == "cpu" for d in ran)
-    conv = ran[0]
-    assert conv.notes["kernel"] == "im2col panels + GEMM" and conv.notes["layout"] in ("NCHW", "NHWC")
-    assert "conv2d on cpu -> cpu; kernel: im2col panels + GEMM" in str(conv)
+    conv = ran[0]  # float32 on the CPU: oneDNN (issue 20); float64: fastcnn's own engine
+    assert conv.notes["kernel"] == "oneDNN convolution (PyTorch's mkldnn ops)" and conv.notes["layout"] in ("NCHW", "NHWC")
+    assert "conv2d on cpu -> cpu; kernel: oneDNN convolution" in str(conv)
+    _, ran64 = fastcnn.explain(FF.conv2d, x.detach().double(), w.detach().double(), None, 1, 1)
+    assert ran64[0].notes["kernel"] == "im2col panels + GEMM", ran64[0].notes
     _, ran = fastcnn.explain(FF.conv1x1, torch.randn(1, 8, 4, 4), torch.randn(4, 8, 1, 1))
     assert ran[0].notes["kernel"].startswith("GEMM on the input")
     # nothing is recorded outside explain
