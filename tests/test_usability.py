@@ -41,7 +41,10 @@ def test_explain_names_backend_and_kernel_per_call():
     _, ran64 = fastcnn.explain(FF.conv2d, x.detach().double(), w.detach().double(), None, 1, 1)
     assert ran64[0].notes["kernel"] == "im2col panels + GEMM", ran64[0].notes
     _, ran = fastcnn.explain(FF.conv1x1, torch.randn(1, 8, 4, 4), torch.randn(4, 8, 1, 1))
-    assert ran[0].notes["kernel"].startswith("GEMM on the input")
+    assert ran[0].notes["kernel"].startswith("oneDNN convolution"), ran[0].notes
+    _, ran = fastcnn.explain(FF.conv1x1, torch.randn(1, 8, 4, 4, dtype=torch.float64),
+                             torch.randn(4, 8, 1, 1, dtype=torch.float64))
+    assert ran[0].notes["kernel"].startswith("GEMM on the input"), ran[0].notes
     # nothing is recorded outside explain
     assert fastcnn.explain(lambda: None)[1] == []
 
