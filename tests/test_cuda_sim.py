@@ -24,6 +24,7 @@ import fastcnn.testing
 from fastcnn import _cudasim
 from fastcnn.testing import assert_close
 from test_add_relu import run_case as run_add_relu
+from test_max_pool2d import INT_TYPES, _ints, check_int_case
 from test_max_pool2d import run_case as run_max_pool2d
 from test_numerics import test_max_pool2d_empty_window as run_empty_window
 
@@ -451,6 +452,22 @@ DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 DTYPE_IDS = lambda d: str(d).split(".")[1]  # noqa: E731
 
 
+def _int_pool_cases(dtype):
+    """The integer forwards (no backward: integer tensors have no gradient) on every forced path:
+    C = 16 reaches each integer type's vector width, C = 3 the scalar kernels; both layouts."""
+    for shape, (k, s, p, d, ceil) in (((2, 16, 9, 11), (3, 2, 1, 1, True)), ((1, 3, 7, 6), (2, 3, 1, 2, True))):
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            x = _ints(shape, dtype, "cpu").contiguous(memory_format=fmt)
+            check_int_case(x, k, s, p, d, ceil)
+
+
+@pytest.mark.parametrize("dtype", INT_TYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("force", POOL_FORCES)
+def test_max_pool2d_integer_forced_paths(dtype, force, order):
+    with _cudasim.forced(force), fastcnn.backend("cuda-sim"):
+        _int_pool_cases(dtype)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("force", POOL_FORCES)
 def test_max_pool2d_forced_paths(dtype, force, order):
@@ -530,6 +547,10 @@ def _sweep_every_instantiation():
             with _cudasim.forced(force):
                 run_add_relu(*EW_CASES[0][:2], SIM, dtype, "contiguous")
                 run_add_relu(*EW_CASES[1][:2], SIM, dtype, "contiguous")
+    for dtype in INT_TYPES:
+        for force in POOL_FORCES:
+            with _cudasim.forced(force):
+                _int_pool_cases(dtype)
 
 
 def test_every_nvcc_kernel_runs():
