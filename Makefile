@@ -122,14 +122,17 @@ sm90-check:
 # cuda-sim: the CUDA kernels and launchers compiled by the host compiler against a SIMT emulation
 # (fastcnn._C_cudasim and its AddressSanitizer variant _C_cudasim_asan; incremental, ninja), then
 # every test marked cudasim (the op, fuzz, error and numerics tests on the targets cuda-sim and
-# cuda-sim-rev, tests/test_cuda_sim.py in three orders, LeNet-5), then the op tests' cuda-sim cases
-# once more under ASan (one order; the process preloads the ASan runtime). Skipped with the reason
-# when no C++ compiler or no CUDA headers are found, an error with FASTCNN_SIM_REQUIRE=1 (CI, where
-# nvcc is). FASTCNN_SIM_ASAN_BUILD=0 builds and runs without the ASan variant. Not part of `make
-# demo` or of `pip install`.
+# cuda-sim-rev, tests/test_cuda_sim.py in three orders, LeNet-5), then the op, fuzz, error and
+# numerics tests' cuda-sim cases once more under ASan (one order; the process preloads the ASan
+# runtime). Skipped with the reason when no C++ compiler or no CUDA headers are found, an error
+# with FASTCNN_SIM_REQUIRE=1 (CI, where nvcc is). FASTCNN_SIM_ASAN_BUILD=0 builds and runs without
+# the ASan variant. Not part of `make demo` or of `pip install`.
 FASTCNN_SIM_ASAN_BUILD ?= 1
 CUDASIM_TESTS ?= tests
-CUDASIM_ASAN_TESTS ?= tests/test_conv2d.py tests/test_conv1x1.py tests/test_max_pool2d.py tests/test_add_relu.py
+# Under ASan (one order): the op tests, the fuzz at its CI budget, the error and numerics tests (issue 13;
+# fuzz + errors + numerics add ~45 s: 134 passed here).
+CUDASIM_ASAN_TESTS ?= tests/test_conv2d.py tests/test_conv1x1.py tests/test_max_pool2d.py tests/test_add_relu.py \
+  tests/test_fuzz.py tests/test_errors.py tests/test_numerics.py
 ASAN_PRELOAD = $(shell $(CXX) -print-file-name=libasan.so 2>/dev/null) $(shell $(CXX) -print-file-name=libstdc++.so.6 2>/dev/null)
 ASAN_ENV = env FASTCNN_SIM_ASAN=1 ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD="$(ASAN_PRELOAD)"
 # The ASan phase fails unless the ASan module is the one that loads (else its cases would skip).
