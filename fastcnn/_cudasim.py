@@ -103,19 +103,27 @@ def load():
 
 
 @contextlib.contextmanager
+def _switched(setting: str, value: str):
+    """Set one of the sim module's run-time switches (``order``, ``force``) for a block, then restore
+    the previous value."""
+    ops = load()
+    if ops is None:
+        raise RuntimeError(f"cuda-sim unavailable: {ERROR}")
+    previous = getattr(ops, f"get_{setting}")()
+    getattr(ops, f"set_{setting}")(value)
+    try:
+        yield
+    finally:
+        getattr(ops, f"set_{setting}")(previous)
+
+
+@contextlib.contextmanager
 def order(name: str):
     """``with fastcnn._cudasim.order("rev"): ...`` runs the block's launches in that scheduling
     order (``fwd``, ``rev``, ``rand:<seed>``), then restores the previous one (tests: one cuda-sim
     target per order)."""
-    ops = load()
-    if ops is None:
-        raise RuntimeError(f"cuda-sim unavailable: {ERROR}")
-    previous = ops.get_order()
-    ops.set_order(name)
-    try:
+    with _switched("order", name):
         yield
-    finally:
-        ops.set_order(previous)
 
 
 @contextlib.contextmanager
@@ -123,12 +131,5 @@ def forced(spec: str):
     """``with fastcnn._cudasim.forced("conv_tile=2,conv_vec=0"): ...`` forces the launchers' dispatch
     choices (the ``FASTCNN_PICK`` kinds: tile configs, loader paths, index widths, split counts) for
     the block, then restores the previous ones (tests: every kernel instantiation on small shapes)."""
-    ops = load()
-    if ops is None:
-        raise RuntimeError(f"cuda-sim unavailable: {ERROR}")
-    previous = ops.get_force()
-    ops.set_force(spec)
-    try:
+    with _switched("force", spec):
         yield
-    finally:
-        ops.set_force(previous)
