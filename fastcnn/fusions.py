@@ -41,7 +41,7 @@ from . import _checks
 from . import _ops  # noqa: F401  (registers the ops' fakes)
 from .kernels._common import conv_format, conv_out_size, pool_out_size
 
-__all__ = ["PoolStep", "ConvStep", "concat_branches", "conv1x1_split", "branch_plan"]
+__all__ = ["PoolStep", "ConvStep", "concat_branches", "conv1x1_split", "branch_plan", "siblings"]
 
 ops = torch.ops.fastcnn
 
@@ -143,6 +143,26 @@ def conv1x1_split(input: Tensor, weight: Tensor, bias: Tensor | None, splits: Se
     acts = [_checks.activation(a, "conv1x1_split", allow_none=True) for a in activations]
     stride = _checks.pair(stride, "stride", "conv1x1_split")
     return _Split.apply(input, weight, bias, tuple(int(k) for k in splits), tuple(acts), tuple(stride), ())
+
+
+def siblings(x: Tensor, steps: Sequence[ConvStep]) -> tuple[Tensor, ...]:
+    """The outputs of sibling 1x1 ``ConvStep``s on ``x`` (one stride) as one GEMM: BNs folded in
+    eval mode; in train mode raw segments, then each BN (batch statistics) and ReLU as PyTorch."""
+    stride = steps[0].geometry()[0]
+    splits = [s.conv.out_channels for s in steps]
+    if all(s.foldable() for s in steps):
+        w, b = _cat_weights(steps, [s.weights() for s in steps])
+        return conv1x1_split(x, w, b, splits, [s.act() for s in steps], stride)
+    w = torch.cat([s.conv.weight for s in steps], 0)
+    b = None
+    if any(s.conv.bias is not None for s in steps):
+        b = torch.cat([s.conv.bias if s.conv.bias is not None else w.new_zeros(k) for s, k in zip(steps, splits)])
+    outs = []
+    for s, y in zip(steps, conv1x1_split(x, w, b, splits, ["none"] * len(steps), stride)):
+        if s.bn is not None:
+            y = s.bn(y)
+        outs.append(torch.relu(y) if s.act() == "relu" else y)
+    return tuple(outs)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -325,8 +345,8 @@ def branch_plan(x: Tensor, branches: Sequence[Sequence[object]]):
     return (off, spatial[0], spatial[1]), head_plans, tails, convs
 
 
-# Concatenated head weights without autograd, keyed on the parts' identity and version (as the BN
-# fold cache): an eval forward concatenates nothing after the first call.
+# Concatenated head weights without autograd, keyed on the parts (the folded weights, themselves
+# cached) and their versions: an eval forward concatenates nothing after the first call.
 _CAT_CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
 
 
@@ -347,15 +367,18 @@ def _cat_weights(steps, parts):
     if (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)) or torch.compiler.is_compiling():
         return build()
     try:
-        key = tuple((id(t), t.data_ptr(), t._version, t.dtype, t.device, tuple(t.shape)) for t in tensors)
+        versions = tuple(t._version for t in tensors)
     except RuntimeError:  # inference tensors: no version counter
         return build()
     owner = steps[0].conv
     hit = _CAT_CACHE.get(owner)
-    if hit is not None and hit[0] == key:
-        return hit[1], hit[2]
+    # The entry holds the parts themselves and is matched by identity: an id or address alone
+    # could be a freed part's (a re-fold after load_state_dict allocates new tensors).
+    if hit is not None and len(hit[0]) == len(tensors) and all(a is t for a, t in zip(hit[0], tensors)) \
+            and hit[1] == versions:
+        return hit[2], hit[3]
     w, b = build()
-    _CAT_CACHE[owner] = (key, w, b)
+    _CAT_CACHE[owner] = (tuple(tensors), versions, w, b)
     return w, b
 
 
