@@ -275,3 +275,146 @@ def _conv_dgrad_kernel(
     c_glob = (grp * C_g + offs_n).to(IDX)
     dx_ptrs = dx_ptr + (n_w * sxn + h_w * sxh + w_w * sxw)[:, None] + (c_glob * sxc)[None, :]
     tl.store(dx_ptrs, to_out(acc, dx_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+
+
+@triton.jit
+def _pool_tile(x_ptr, x_row, x_col, ih0, iw0, H, W, a_ok, sxh, sxw,
+               KH: tl.constexpr, KW: tl.constexpr, UPCAST: tl.constexpr, BLOCK_M: tl.constexpr,
+               BLOCK_K: tl.constexpr):
+    """The A tile of max_pool2d(x) (window corner (ih0, iw0) per row): the max over the KH x KW
+    taps as they are loaded, as PyTorch: -inf padding, a tap replaces the max when it is larger
+    or NaN (so a NaN anywhere in the window gives NaN). Lanes outside the GEMM (a_ok false) are 0,
+    not -inf: they are multiplied by the weight's zero tail."""
+    if UPCAST:  # the interpreter compares bf16 bit patterns as integers: compare in fp32
+        m = tl.full((BLOCK_M, BLOCK_K), float("-inf"), tl.float32)
+    else:
+        m = tl.full((BLOCK_M, BLOCK_K), float("-inf"), x_ptr.dtype.element_ty)
+    for i in tl.static_range(KH):
+        ih = ih0 + i
+        h_ok = (ih >= 0) & (ih < H)
+        for j in tl.static_range(KW):
+            iw = iw0 + j
+            ok = a_ok & (h_ok & (iw >= 0) & (iw < W))[:, None]
+            v = tl.load(x_ptr + (x_row + i * sxh + j * sxw)[:, None] + x_col[None, :], mask=ok, other=0.0)
+            if UPCAST:
+                v = v.to(tl.float32)
+            v = tl.where(ok, v, float("-inf"))
+            m = tl.where((v > m) | (v != v), v, m)
+    return tl.where(a_ok, m, 0.0)
+
+
+@triton.jit
+def _store_segment(acc, y_ptr, row, k_loc, mask, syc, RELU: tl.constexpr):
+    """One segment's activation and its one rounding and store (``row``: each row's pixel offset)."""
+    if RELU:
+        acc = tl.where(acc < 0, 0.0, acc)  # keeps NaN, as torch.relu
+    tl.store(y_ptr + row[:, None] + (k_loc * syc)[None, :], to_out(acc, y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit(do_not_specialize=_SIZES_FWD)
+def _conv1x1_into_kernel(
+    x_ptr, w_ptr, b_ptr, y0_ptr, y1_ptr, y2_ptr, y3_ptr,
+    M, C, H, W, P, Q,
+    sxn, sxc, sxh, sxw,
+    swk, swc, sb,
+    K0, K1, K2, K3,
+    s0n, s0c, s0h, s0w, s1n, s1c, s1h, s1w, s2n, s2c, s2h, s2w, s3n, s3c, s3h, s3w,
+    step_h, step_w, pad_h, pad_w,
+    NSEG: tl.constexpr, RELUS: tl.constexpr, HAS_BIAS: tl.constexpr,
+    POOL: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, IDX: tl.constexpr,
+    FP64: tl.constexpr, UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """fastcnn::conv1x1_into: one GEMM [M = N*P*Q, K0+..+K3] x C whose column tiles each lie in one
+    segment s (weight rows [K0+..+K_{s-1}, +K_s)); a tile's epilogue adds the bias, applies
+    segment s's activation (bit s of RELUS) and stores into y_s with its strides. Rows are
+    (n, p, q) with input pixel (p*step_h - pad_h, q*step_w - pad_w): the conv stride, or with
+    POOL the pool's stride and padding and the A tile the max over its KH x KW window."""
+    pid = tl.program_id(0)
+    # segment s owns the column tiles [t_s, t_s + cdiv(K_s, BLOCK_N))
+    num_n = tl.cdiv(K0, BLOCK_N)
+    if NSEG > 1:
+        num_n += tl.cdiv(K1, BLOCK_N)
+    if NSEG > 2:
+        num_n += tl.cdiv(K2, BLOCK_N)
+    if NSEG > 3:
+        num_n += tl.cdiv(K3, BLOCK_N)
+    pid_m = (pid // num_n).to(IDX)
+    pid_n = pid % num_n
+    seg = 0
+    t_beg = 0
+    k_off = 0
+    k_len = K0
+    if NSEG > 1:
+        t_end = tl.cdiv(K0, BLOCK_N)
+        past = pid_n >= t_end
+        seg = tl.where(past, 1, seg)
+        t_beg = tl.where(past, t_end, t_beg)
+        k_off = tl.where(past, K0, k_off)
+        k_len = tl.where(past, K1, k_len)
+    if NSEG > 2:
+        t_end += tl.cdiv(K1, BLOCK_N)
+        past = pid_n >= t_end
+        seg = tl.where(past, 2, seg)
+        t_beg = tl.where(past, t_end, t_beg)
+        k_off = tl.where(past, K0 + K1, k_off)
+        k_len = tl.where(past, K2, k_len)
+    if NSEG > 3:
+        t_end += tl.cdiv(K2, BLOCK_N)
+        past = pid_n >= t_end
+        seg = tl.where(past, 3, seg)
+        t_beg = tl.where(past, t_end, t_beg)
+        k_off = tl.where(past, K0 + K1 + K2, k_off)
+        k_len = tl.where(past, K3, k_len)
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    m_ok = offs_m < M
+    n_img = offs_m // (P * Q)
+    pq = offs_m % (P * Q)
+    p = pq // Q
+    q = pq % Q
+    ih0 = p * step_h - pad_h
+    iw0 = q * step_w - pad_w
+    n_w = n_img.to(IDX)
+    x_row = n_w * sxn + ih0.to(IDX) * sxh + iw0.to(IDX) * sxw
+
+    k_loc = (pid_n - t_beg) * BLOCK_N + tl.arange(0, BLOCK_N)  # the channel in the segment
+    n_ok = k_loc < k_len
+    k_glob = (k_off + k_loc).to(IDX)  # the weight row
+    w_col = k_glob * swk
+
+    if FP64:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for c0 in range(0, C, BLOCK_K):
+        c = c0 + tl.arange(0, BLOCK_K)
+        c_ok = c < C
+        c_w = c.to(IDX)
+        a_ok = m_ok[:, None] & c_ok[None, :]
+        if POOL:
+            a = _pool_tile(x_ptr, x_row, c_w * sxc, ih0, iw0, H, W, a_ok, sxh, sxw, KH, KW, UPCAST, BLOCK_M,
+                           BLOCK_K)
+        else:
+            a = tl.load(x_ptr + x_row[:, None] + (c_w * sxc)[None, :], mask=a_ok, other=0.0)
+        b = tl.load(w_ptr + (c_w * swc)[:, None] + w_col[None, :], mask=c_ok[:, None] & n_ok[None, :], other=0.0)
+        acc = _mma(a, b, acc, FP64, UPCAST, DOT_PREC)
+
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + k_glob * sb, mask=n_ok, other=0.0).to(acc.dtype)[None, :]
+    mask = m_ok[:, None] & n_ok[None, :]
+    p_w = p.to(IDX)
+    q_w = q.to(IDX)
+    k_w = k_loc.to(IDX)
+    # each program takes one branch: its segment's destination, strides and activation
+    if seg == 0:
+        _store_segment(acc, y0_ptr, n_w * s0n + p_w * s0h + q_w * s0w, k_w, mask, s0c, (RELUS & 1) != 0)
+    if NSEG > 1:
+        if seg == 1:
+            _store_segment(acc, y1_ptr, n_w * s1n + p_w * s1h + q_w * s1w, k_w, mask, s1c, (RELUS & 2) != 0)
+    if NSEG > 2:
+        if seg == 2:
+            _store_segment(acc, y2_ptr, n_w * s2n + p_w * s2h + q_w * s2w, k_w, mask, s2c, (RELUS & 4) != 0)
+    if NSEG > 3:
+        if seg == 3:
+            _store_segment(acc, y3_ptr, n_w * s3n + p_w * s3h + q_w * s3w, k_w, mask, s3c, (RELUS & 8) != 0)
