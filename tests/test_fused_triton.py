@@ -1,0 +1,206 @@
+"""The Triton kernels of issue 18's in-place ops, called as launchers (fastcnn.kernels): conv2d_into
+(conv2d's plan storing into a channel slice) and conv1x1_into (sibling 1x1 convs as one GEMM, each
+column segment with its own bias/activation/destination, optionally max-pooled as the operand is
+loaded). Float64 PyTorch references; NaN sentinels around every slice must survive. The
+cross-backend tests of the public ops are in tests/test_fused_ops.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import HAS_CUDA, INTERPRET, assert_close
+
+pytestmark = pytest.mark.skipif(not (INTERPRET or HAS_CUDA), reason="triton: needs TRITON_INTERPRET=1 or a GPU")
+DEVICE = "cuda" if HAS_CUDA and not INTERPRET else "cpu"
+
+# pool = [kh, kw, sh, sw, ph, pw, ceil_mode] as the op's `pool` argument
+POOLS = {"none": [], "3x3s1p1ceil": [3, 3, 1, 1, 1, 1, 1], "2x2s2": [2, 2, 2, 2, 0, 0, 0],
+         "3x3s2ceil": [3, 3, 2, 2, 0, 0, 1]}
+PAD = 2  # sentinel channels before each slice (and one after)
+
+
+def _kernels():
+    from fastcnn.kernels import conv1x1, conv2d
+    return conv1x1, conv2d
+
+
+def _slice(N, K, P, Q, dtype, cl, shared=None, at=PAD):
+    """A [N, K, P, Q] channel slice at channel ``at`` of a NaN-filled buffer (NCHW or channels_last),
+    and the buffer; ``shared``: slice that buffer instead (concat outputs)."""
+    if shared is None:
+        L = at + K + 1
+        shape = (N, P, Q, L) if cl else (N, L, P, Q)
+        shared = torch.full(shape, float("nan"), dtype=dtype, device=DEVICE)
+        if cl:
+            shared = shared.permute(0, 3, 1, 2)
+    return shared.narrow(1, at, K), shared
+
+
+def _check_sentinels(buf, written):
+    """Every channel of ``buf`` outside the [lo, hi) ranges in ``written`` is still NaN."""
+    keep = torch.ones(buf.shape[1], dtype=torch.bool)
+    for lo, hi in written:
+        keep[lo:hi] = False
+    assert torch.isnan(buf[:, keep.to(buf.device)]).all(), "a write outside the slice"
+
+
+def _ref_1x1(x, w, b, stride, acts, pool, ks):
+    x64 = x.double().cpu()
+    if pool:
+        x64 = F.max_pool2d(x64, pool[:2], pool[2:4], pool[4:6], ceil_mode=bool(pool[6]))
+    ref = F.conv2d(x64, w.double().cpu(), None if b is None else b.double().cpu(), stride)
+    out, off = [], 0
+    for k, act in zip(ks, acts):
+        r = ref[:, off:off + k]
+        out.append(r.relu() if act == "relu" else r)
+        off += k
+    return out
+
+
+def _run_1x1(N, C, H, W, ks, acts, pool, dtype=torch.float32, cl=False, bias=True, stride=(1, 1), x=None,
+             config=None):
+    k1, _ = _kernels()
+    if x is None:
+        x = torch.randn(N, C, H, W, dtype=dtype, device=DEVICE)
+        if cl:
+            x = x.contiguous(memory_format=torch.channels_last)
+    w = (torch.randn(sum(ks), C, 1, 1, dtype=dtype, device=DEVICE) / C ** 0.5)
+    b = torch.randn(sum(ks), dtype=dtype, device=DEVICE) if bias else None
+    refs = _ref_1x1(x, w, b, stride, acts, pool, ks)
+    P, Q = refs[0].shape[2:]
+    outs = [_slice(N, k, P, Q, dtype, cl) for k in ks]
+    ys = [y for y, _ in outs]
+    if config is None:
+        k1.conv1x1_into(x, w, b, stride, acts, pool, ys)
+    else:
+        from fastcnn.kernels import _launch
+        _launch.run(k1.plan_conv1x1_into(x, w, b, ys, stride, acts, pool, _launch.target_of(x), config=config))
+    for i, ((y, buf), ref) in enumerate(zip(outs, refs)):
+        assert_close(y, ref, dtype, what=f"segment {i}")
+        _check_sentinels(buf, [(PAD, PAD + y.shape[1])])
+    return ys, refs
+
+
+@pytest.mark.parametrize("pool", POOLS.values(), ids=POOLS.keys())
+@pytest.mark.parametrize("cl", [False, True], ids=["nchw", "cl"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=["fp32", "fp64", "bf16"])
+def test_conv1x1_into_segments(pool, cl, dtype):
+    # odd sizes: C = 5, segments 3 + 7 + 6, mixed activations
+    _run_1x1(2, 5, 7, 6, [3, 7, 6], ["relu", "none", "relu"], pool, dtype, cl)
+
+
+@pytest.mark.parametrize("cl", [False, True], ids=["nchw", "cl"])
+def test_conv1x1_into_stride(cl):
+    _run_1x1(2, 6, 7, 9, [4, 5], ["none", "relu"], [], cl=cl, stride=(2, 3))
+
+
+def test_conv1x1_into_fp16():
+    _run_1x1(2, 12, 5, 5, [8, 9], ["relu", "relu"], POOLS["3x3s1p1ceil"], torch.float16, cl=True)
+
+
+def test_conv1x1_into_no_bias():
+    _run_1x1(1, 5, 4, 4, [2, 3, 4], ["none", "relu", "none"], POOLS["2x2s2"], bias=False)
+
+
+@pytest.mark.parametrize("config", range(4))
+def test_conv1x1_into_configs(config):
+    # every candidate tile (BLOCK_N 16..64, BLOCK_M 64/128): segments spanning several column
+    # tiles and tiles ending mid-segment; C over one BLOCK_K chunk
+    _run_1x1(2, 40, 5, 4, [3, 37, 20, 1], ["relu", "none", "relu", "none"], POOLS["3x3s1p1ceil"], cl=config % 2 == 1,
+             config=config)
+
+
+def test_conv1x1_into_many_segments():
+    # more segments than one launch stores to (kernels/conv1x1.py MAX_SEGMENTS): still right
+    _run_1x1(1, 4, 3, 5, [1, 2, 3, 2, 1, 4], ["relu", "none"] * 3, POOLS["3x3s1p1ceil"], cl=True)
+
+
+@pytest.mark.parametrize("cl", [False, True], ids=["nchw", "cl"])
+def test_conv1x1_into_concat(cl):
+    """GoogLeNet's shape: the siblings' outputs are channel slices of one concat buffer, and the
+    channels between them (other branches) are not touched."""
+    k1, _ = _kernels()
+    N, C, H, W, ks = 2, 6, 5, 5, [4, 3, 5]
+    x = torch.randn(N, C, H, W, device=DEVICE)
+    if cl:
+        x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(sum(ks), C, 1, 1, device=DEVICE)
+    b = torch.randn(sum(ks), device=DEVICE)
+    _, buf = _slice(N, 20, H, W, torch.float32, cl)
+    at = [1, 7, 12]
+    ys = [buf.narrow(1, a, k) for a, k in zip(at, ks)]
+    k1.conv1x1_into(x, w, b, (1, 1), ["relu", "relu", "none"], [], ys)
+    for y, ref in zip(ys, _ref_1x1(x, w, b, (1, 1), ["relu", "relu", "none"], [], ks)):
+        assert_close(y, ref, torch.float32)
+    _check_sentinels(buf, [(a, a + k) for a, k in zip(at, ks)])
+
+
+@pytest.mark.parametrize("pool", [POOLS["3x3s1p1ceil"], POOLS["2x2s2"]], ids=["3x3s1p1ceil", "2x2s2"])
+def test_conv1x1_into_pool_nan(pool):
+    """A NaN anywhere in a window makes that pooled pixel NaN (as max_pool2d), and every output
+    channel reading it; -inf in the input stays a max candidate, as PyTorch's."""
+    x = torch.randn(1, 3, 6, 6, device=DEVICE)
+    x[0, 1, 2, 3] = float("nan")
+    x[0, 2, 0, 0] = float("-inf")
+    x[0, 0, 5, 5] = float("inf")
+    ys, refs = _run_1x1(1, 3, 6, 6, [2, 3], ["relu", "none"], pool, x=x)
+    assert torch.isnan(refs[0]).any() and torch.isnan(ys[0]).any()
+
+
+def test_conv1x1_into_empty():
+    k1, _ = _kernels()
+    x = torch.randn(0, 4, 5, 5, device=DEVICE)
+    w = torch.randn(5, 4, 1, 1, device=DEVICE)
+    y, buf = _slice(0, 5, 5, 5, torch.float32, False)
+    k1.conv1x1_into(x, w, None, (1, 1), ["relu"], [], [y])  # nothing to do, nothing fails
+    x = torch.randn(2, 4, 5, 5, device=DEVICE)
+    y, buf = _slice(2, 5, 5, 5, torch.float32, False)
+    z, zbuf = _slice(2, 0, 5, 5, torch.float32, False)
+    k1.conv1x1_into(x, w, None, (1, 1), ["relu", "none"], [], [y, z])  # an empty segment
+    assert_close(y, F.conv2d(x.double(), w.double()).relu(), torch.float32)
+    _check_sentinels(zbuf, [])
+
+
+CONV2D = [  # (N, C, H, W, K, R, stride, padding, dilation, groups, residual, activation)
+    (2, 3, 9, 8, 5, 3, 1, 1, 1, 1, True, "relu"),
+    (2, 6, 7, 7, 4, 3, 2, 1, 1, 2, False, "none"),
+    (1, 4, 8, 6, 6, 5, 1, 2, 2, 1, True, "none"),
+    (2, 8, 5, 5, 7, 1, 1, 0, 1, 1, False, "relu"),
+]
+
+
+@pytest.mark.parametrize("case", CONV2D, ids=lambda c: f"c{c[1]}k{c[4]}r{c[5]}s{c[6]}g{c[9]}")
+@pytest.mark.parametrize("cl", [False, True], ids=["nchw", "cl"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_conv2d_into(case, cl, dtype):
+    """conv2d_into writes exactly fastcnn's Triton conv2d result (bit for bit) into the slice."""
+    _, k2 = _kernels()
+    N, C, H, W, K, R, s, p, d, g, res, act = case
+    x = torch.randn(N, C, H, W, dtype=dtype, device=DEVICE)
+    if cl:
+        x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(K, C // g, R, R, dtype=dtype, device=DEVICE)
+    b = torch.randn(K, dtype=dtype, device=DEVICE)
+    geo = ((s, s), (p, p), (d, d), g)
+    want = k2.conv2d(x, w, b, None, *geo, "none")
+    r = torch.randn_like(want) if res else None
+    want = k2.conv2d(x, w, b, r, *geo, act)
+    y, buf = _slice(N, K, *want.shape[2:], dtype, cl, at=3)
+    k2.conv2d_into(x, w, b, r, *geo, act, y)
+    assert torch.equal(y, want)
+    _check_sentinels(buf, [(3, 3 + K)])
+    ref = F.conv2d(x.double(), w.double(), b.double(), s, p, d, g)
+    if res:
+        ref = ref + r.double()
+    assert_close(y, ref.relu() if act == "relu" else ref, dtype)
+
+
+def test_conv2d_into_empty():
+    _, k2 = _kernels()
+    x = torch.randn(0, 3, 5, 5, device=DEVICE)
+    w = torch.randn(4, 3, 3, 3, device=DEVICE)
+    y, buf = _slice(0, 4, 3, 3, torch.float32, False)
+    k2.conv2d_into(x, w, None, None, (1, 1), (0, 0), (1, 1), 1, "none", y)
