@@ -46,6 +46,19 @@ def conv1x1_backward(grad_output, input, weight, output, stride, activation, out
 
 
 MAX_SEGMENTS = 4  # destinations one launch stores to (the kernel's y0..y3); more: one launch per 4
+# Triton's pipeliner stages every window tap's A tile of the pooled loader in shared memory:
+# (num_stages - 1) x (kh*kw A tiles + the B tile). Pool plans drop stages until that fits this
+# budget, sm_80's 163 KB less room for the epilogue (ptxas, tf32 64x64x32 3x3, 3 stages: 168 KB,
+# over sm_80's limit; 2 stages: 84 KB).
+_POOL_SHARED = 144 * 1024
+
+
+def _pool_stages(stages, kh, kw, meta, elem):
+    bm, bn, bk = meta["BLOCK_M"], meta["BLOCK_N"], meta["BLOCK_K"]
+    staged = (kh * kw * bm * bk + bk * bn) * elem
+    while stages > 1 and (stages - 1) * staged > _POOL_SHARED:
+        stages -= 1
+    return stages
 
 
 def plan_conv1x1_into(x, w, bias, outs, stride, activations, pool, target, config=None) -> list:
@@ -67,6 +80,9 @@ def plan_conv1x1_into(x, w, bias, outs, stride, activations, pool, target, confi
            + ("-pool" + "x".join(map(str, pool)) if pool else ""))
     meta, options, _ = _conv._config("conv1x1_fwd", key, max(y.shape[1] for _, y, _ in segs), x.dtype, target,
                                      config)
+    if pool:
+        options = dict(options, num_stages=_pool_stages(options.get("num_stages", 3), kh, kw, meta,
+                                                         x.element_size()))
     plan = []
     for i in range(0, len(segs), MAX_SEGMENTS):
         part = segs[i:i + MAX_SEGMENTS]
