@@ -304,11 +304,9 @@ def _pool_tile(x_ptr, x_row, x_col, ih0, iw0, H, W, a_ok, sxh, sxw,
 
 
 @triton.jit
-def _store_segment(acc, y_ptr, row, k_loc, mask, syc, RELU: tl.constexpr):
-    """One segment's activation and its one rounding and store (``row``: each row's pixel offset)."""
-    if RELU:
-        acc = tl.where(acc < 0, 0.0, acc)  # keeps NaN, as torch.relu
-    tl.store(y_ptr + row[:, None] + (k_loc * syc)[None, :], to_out(acc, y_ptr.dtype.element_ty), mask=mask)
+def _pick(past, new, old):
+    """``new`` where the program's column tile lies past a segment boundary (a scalar select)."""
+    return tl.where(past, new, old)
 
 
 @triton.jit(do_not_specialize=_SIZES_FWD)
@@ -320,7 +318,7 @@ def _conv1x1_into_kernel(
     K0, K1, K2, K3,
     s0n, s0c, s0h, s0w, s1n, s1c, s1h, s1w, s2n, s2c, s2h, s2w, s3n, s3c, s3h, s3w,
     step_h, step_w, pad_h, pad_w,
-    NSEG: tl.constexpr, RELUS: tl.constexpr, HAS_BIAS: tl.constexpr,
+    NSEG: tl.constexpr, RELUS: tl.constexpr, HAS_BIAS: tl.constexpr, CHANNELS_DENSE: tl.constexpr,
     POOL: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, IDX: tl.constexpr,
     FP64: tl.constexpr, UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -341,31 +339,36 @@ def _conv1x1_into_kernel(
         num_n += tl.cdiv(K3, BLOCK_N)
     pid_m = (pid // num_n).to(IDX)
     pid_n = pid % num_n
-    seg = 0
+    # this program's segment: its tiles' start, weight rows, destination, strides, activation
+    # (scalar selects; one store below, not one per segment: 4 store branches took up to 255
+    # registers + spills on sm_90 with the pooled loader)
     t_beg = 0
     k_off = 0
     k_len = K0
+    y_ptr = y0_ptr
+    syn, syc, syh, syw = s0n, s0c, s0h, s0w
+    relu = RELUS & 1
+    t_end = tl.cdiv(K0, BLOCK_N)
     if NSEG > 1:
-        t_end = tl.cdiv(K0, BLOCK_N)
         past = pid_n >= t_end
-        seg = tl.where(past, 1, seg)
-        t_beg = tl.where(past, t_end, t_beg)
-        k_off = tl.where(past, K0, k_off)
-        k_len = tl.where(past, K1, k_len)
-    if NSEG > 2:
+        t_beg, k_off, k_len, y_ptr = _pick(past, t_end, t_beg), _pick(past, K0, k_off), _pick(past, K1, k_len), \
+            _pick(past, y1_ptr, y_ptr)
+        syn, syc, syh, syw = _pick(past, s1n, syn), _pick(past, s1c, syc), _pick(past, s1h, syh), _pick(past, s1w, syw)
+        relu = _pick(past, (RELUS >> 1) & 1, relu)
         t_end += tl.cdiv(K1, BLOCK_N)
+    if NSEG > 2:
         past = pid_n >= t_end
-        seg = tl.where(past, 2, seg)
-        t_beg = tl.where(past, t_end, t_beg)
-        k_off = tl.where(past, K0 + K1, k_off)
-        k_len = tl.where(past, K2, k_len)
-    if NSEG > 3:
+        t_beg, k_off, k_len, y_ptr = _pick(past, t_end, t_beg), _pick(past, K0 + K1, k_off), _pick(past, K2, k_len), \
+            _pick(past, y2_ptr, y_ptr)
+        syn, syc, syh, syw = _pick(past, s2n, syn), _pick(past, s2c, syc), _pick(past, s2h, syh), _pick(past, s2w, syw)
+        relu = _pick(past, (RELUS >> 2) & 1, relu)
         t_end += tl.cdiv(K2, BLOCK_N)
+    if NSEG > 3:
         past = pid_n >= t_end
-        seg = tl.where(past, 3, seg)
-        t_beg = tl.where(past, t_end, t_beg)
-        k_off = tl.where(past, K0 + K1 + K2, k_off)
-        k_len = tl.where(past, K3, k_len)
+        t_beg, k_off, k_len, y_ptr = _pick(past, t_end, t_beg), _pick(past, K0 + K1 + K2, k_off), \
+            _pick(past, K3, k_len), _pick(past, y3_ptr, y_ptr)
+        syn, syc, syh, syw = _pick(past, s3n, syn), _pick(past, s3c, syc), _pick(past, s3h, syh), _pick(past, s3w, syw)
+        relu = _pick(past, (RELUS >> 3) & 1, relu)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     m_ok = offs_m < M
@@ -402,19 +405,12 @@ def _conv1x1_into_kernel(
 
     if HAS_BIAS:
         acc += tl.load(b_ptr + k_glob * sb, mask=n_ok, other=0.0).to(acc.dtype)[None, :]
-    mask = m_ok[:, None] & n_ok[None, :]
-    p_w = p.to(IDX)
-    q_w = q.to(IDX)
-    k_w = k_loc.to(IDX)
-    # each program takes one branch: its segment's destination, strides and activation
-    if seg == 0:
-        _store_segment(acc, y0_ptr, n_w * s0n + p_w * s0h + q_w * s0w, k_w, mask, s0c, (RELUS & 1) != 0)
-    if NSEG > 1:
-        if seg == 1:
-            _store_segment(acc, y1_ptr, n_w * s1n + p_w * s1h + q_w * s1w, k_w, mask, s1c, (RELUS & 2) != 0)
-    if NSEG > 2:
-        if seg == 2:
-            _store_segment(acc, y2_ptr, n_w * s2n + p_w * s2h + q_w * s2w, k_w, mask, s2c, (RELUS & 4) != 0)
-    if NSEG > 3:
-        if seg == 3:
-            _store_segment(acc, y3_ptr, n_w * s3n + p_w * s3h + q_w * s3w, k_w, mask, s3c, (RELUS & 8) != 0)
+    if RELUS == (1 << NSEG) - 1:  # every segment's activation is relu (or none, below): no select
+        acc = tl.where(acc < 0, 0.0, acc)  # keeps NaN, as torch.relu
+    elif RELUS != 0:
+        acc = tl.where((acc < 0) & (relu != 0), 0.0, acc)
+    if CHANNELS_DENSE:  # every destination's channel stride is 1 (channels_last): vector stores
+        syc = 1
+    y_row = n_w * syn + p.to(IDX) * syh + q.to(IDX) * syw
+    y_ptrs = y_ptr + y_row[:, None] + (k_loc.to(IDX) * syc)[None, :]
+    tl.store(y_ptrs, to_out(acc, y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])

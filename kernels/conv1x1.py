@@ -99,9 +99,11 @@ def plan_conv1x1_into(x, w, bias, outs, stride, activations, pool, target, confi
                 *x.stride(), wp.stride(0), wp.stride(1), bp.stride(0) if bp is not None else 0,
                 *ks, *strides,
                 step_h, step_w, pad_h, pad_w)
-        consts = dict(NSEG=len(part), RELUS=relus, HAS_BIAS=bp is not None, POOL=bool(pool), KH=kh, KW=kw,
-                      IDX=_conv._index_type(x, wp, *ys, rows=M), **_conv.dot_mode(x.dtype, target.interpreter),
-                      **meta)
+        # (a one-channel segment's channel stride is never used: any value is dense)
+        dense = all(y.stride(1) == 1 or y.shape[1] == 1 for y in ys)
+        consts = dict(NSEG=len(part), RELUS=relus, HAS_BIAS=bp is not None, CHANNELS_DENSE=dense, POOL=bool(pool),
+                      KH=kh, KW=kw, IDX=_conv._index_type(x, wp, *ys, rows=M),
+                      **_conv.dot_mode(x.dtype, target.interpreter), **meta)
         grid = (triton.cdiv(M, meta["BLOCK_M"]) * n_tiles,)
         plan.append(_launch.launch(_conv1x1_into_kernel, grid, args, consts, options, gemm_m=M))
     return plan
