@@ -204,3 +204,19 @@ def test_conv2d_into_empty():
     w = torch.randn(4, 3, 3, 3, device=DEVICE)
     y, buf = _slice(0, 4, 3, 3, torch.float32, False)
     k2.conv2d_into(x, w, None, None, (1, 1), (0, 0), (1, 1), 1, "none", y)
+
+
+@pytest.mark.parametrize("ks, launches", [([64], 1), ([64, 256], 1), ([64, 96, 16], 1), ([8, 8, 8, 8], 1),
+                                          ([8] * 5, 2)])
+def test_conv1x1_into_is_one_launch(ks, launches):
+    """Siblings share one GEMM launch (the input read once); 4 segments per launch at most."""
+    from fastcnn.kernels import _launch
+    k1, _ = _kernels()
+    x = torch.empty(2, 32, 7, 7, device="meta")
+    w = torch.empty(sum(ks), 32, 1, 1, device="meta")
+    outs = [torch.empty(2, k, 7, 7, device="meta") for k in ks]
+    for pool in ([], [3, 3, 1, 1, 1, 1, 1]):
+        with _launch.collect(_launch.Target(False, 132, (9, 0))) as recs:
+            k1.conv1x1_into(x, w, None, (1, 1), ["relu"] * len(ks), pool, outs)
+        assert len(recs) == launches
+        assert all(r.constexprs["BLOCK_M"] >= 64 for r in recs)  # wgmma-sized tiles on Hopper
