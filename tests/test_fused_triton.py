@@ -220,3 +220,22 @@ def test_conv1x1_into_is_one_launch(ks, launches):
             k1.conv1x1_into(x, w, None, (1, 1), ["relu"] * len(ks), pool, outs)
         assert len(recs) == launches
         assert all(r.constexprs["BLOCK_M"] >= 64 for r in recs)  # wgmma-sized tiles on Hopper
+
+
+@pytest.mark.parametrize("R, pad", [(1, 0), (3, 1)], ids=["1x1", "3x3"])
+def test_conv2d_into_tma(R, pad, monkeypatch):
+    """The TMA-descriptor forward (Hopper; the interpreter runs descriptors) stores into the slice too."""
+    _, k2 = _kernels()
+    monkeypatch.setenv(k2.TMA_ENV, "1")
+    x = torch.randn(2, 16, 6, 5, dtype=torch.bfloat16, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(12, 16, R, R, dtype=torch.bfloat16, device=DEVICE)
+    geo = ((1, 1), (pad, pad), (1, 1), 1)
+    from fastcnn.kernels import _launch
+    with _launch.collect(_launch.target_of(x)) as recs:
+        k2.conv2d(x, w, None, None, *geo, "relu")
+    assert recs[0].kernel.fn.__name__ == "_conv_fwd_tma_kernel"
+    want = k2.conv2d(x, w, None, None, *geo, "relu")
+    y, buf = _slice(2, 12, 6, 5, torch.bfloat16, True, at=3)
+    k2.conv2d_into(x, w, None, None, *geo, "relu", y)
+    assert torch.equal(y, want)
+    _check_sentinels(buf, [(3, 15)])
