@@ -120,4 +120,4 @@ def conv1x1_into(input, weight, bias, stride, activations, pool, out):
                                       _launch.target_of(input)))
 
 
-IMPLS = {"conv1x1": conv1x1, "conv1x1_backward": conv1x1_backward}
+IMPLS = {"conv1x1": conv1x1, "conv1x1_backward": conv1x1_backward, "conv1x1_into": conv1x1_into}

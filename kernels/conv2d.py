@@ -510,4 +510,4 @@ def conv2d_into(input, weight, bias, residual, stride, padding, dilation, groups
                                  groups, activation, _launch.target_of(input)))
 
 
-IMPLS = {"conv2d": conv2d, "conv2d_backward": conv2d_backward}
+IMPLS = {"conv2d": conv2d, "conv2d_backward": conv2d_backward, "conv2d_into": conv2d_into}

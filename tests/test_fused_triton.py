@@ -239,3 +239,61 @@ def test_conv2d_into_tma(R, pad, monkeypatch):
     k2.conv2d_into(x, w, None, None, *geo, "relu", y)
     assert torch.equal(y, want)
     _check_sentinels(buf, [(3, 15)])
+
+
+# ---- through the public ops (router, checks) on the triton backend ----
+
+def _ops_1x1(x, w, b, acts, pool, ks, cl):
+    import fastcnn
+    from fastcnn.kernels._common import pool_out_size
+    P, Q = x.shape[2:]
+    if pool:
+        P, Q = (pool_out_size(n, k, s, p, 1, pool[6]) for n, k, s, p in zip((P, Q), pool[:2], pool[2:4], pool[4:6]))
+    outs = [_slice(x.shape[0], k, P, Q, x.dtype, cl) for k in ks]
+    with fastcnn.backend("triton"):
+        torch.ops.fastcnn.conv1x1_into(x, w, b, [1, 1], acts, pool, [y for y, _ in outs])
+    return outs
+
+
+@pytest.mark.parametrize("pool", [POOLS["none"], POOLS["3x3s1p1ceil"], POOLS["2x2s2"]], ids=["none", "3x3ceil", "2x2"])
+@pytest.mark.parametrize("cl", [False, True], ids=["nchw", "cl"])
+def test_ops_conv1x1_into_triton(pool, cl):
+    """torch.ops.fastcnn.conv1x1_into routed to the triton backend, then its backward (the routed
+    composite: triton's conv1x1 dgrad/wgrad and max_pool2d backward) against float64 autograd."""
+    import fastcnn
+    ks, acts = [3, 7, 6], ["relu", "none", "relu"]
+    x = torch.randn(2, 5, 7, 6, device=DEVICE)
+    if cl:
+        x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(sum(ks), 5, 1, 1, device=DEVICE) / 5 ** 0.5
+    b = torch.randn(sum(ks), device=DEVICE)
+    outs = _ops_1x1(x, w, b, acts, pool, ks, cl)
+    x64, w64, b64 = (t.detach().double().cpu().requires_grad_() for t in (x, w, b))
+    refs = _ref_1x1(x64, w64, b64, (1, 1), acts, pool, ks)
+    for (y, buf), ref in zip(outs, refs):
+        assert_close(y, ref, torch.float32)
+        _check_sentinels(buf, [(PAD, PAD + y.shape[1])])
+    gys = [torch.randn_like(y) for y, _ in outs]
+    with fastcnn.backend("triton"):
+        gx, gw, gb = torch.ops.fastcnn._conv1x1_into_backward(gys, x, w, [y for y, _ in outs], [1, 1], acts, pool,
+                                                              [True, True, True])
+    want = torch.autograd.grad(refs, [x64, w64, b64], [g.double().cpu() for g in gys])
+    for name, got, ref in zip(["input", "weight", "bias"], (gx, gw, gb), want):
+        assert_close(got, ref, torch.float32, what=f"grad {name}")
+
+
+@pytest.mark.parametrize("cl", [False, True], ids=["nchw", "cl"])
+def test_ops_conv2d_into_triton(cl):
+    """torch.ops.fastcnn.conv2d_into on the triton backend equals its fastcnn.conv2d bit for bit."""
+    import fastcnn
+    x = torch.randn(2, 4, 7, 6, device=DEVICE)
+    if cl:
+        x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(6, 4, 3, 3, device=DEVICE)
+    b = torch.randn(6, device=DEVICE)
+    with fastcnn.backend("triton"):
+        want = torch.ops.fastcnn.conv2d(x, w, b, None, [1, 1], [1, 1], [1, 1], 1, "relu")
+        y, buf = _slice(2, 6, 7, 6, torch.float32, cl, at=5)
+        torch.ops.fastcnn.conv2d_into(x, w, b, None, [1, 1], [1, 1], [1, 1], 1, "relu", y)
+    assert torch.equal(y, want)
+    _check_sentinels(buf, [(5, 11)])
