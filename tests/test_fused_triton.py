@@ -297,3 +297,11 @@ def test_ops_conv2d_into_triton(cl):
         torch.ops.fastcnn.conv2d_into(x, w, b, None, [1, 1], [1, 1], [1, 1], 1, "relu", y)
     assert torch.equal(y, want)
     _check_sentinels(buf, [(5, 11)])
+
+
+def test_conv1x1_into_int64_offsets(monkeypatch):
+    """The int64 offset path (tensors spanning 2^30 elements; lowered here to run on tiny shapes)."""
+    from fastcnn.kernels import conv2d
+    monkeypatch.setattr(conv2d, "_IDX32_SPAN", 64)
+    _run_1x1(2, 5, 6, 5, [3, 4], ["relu", "none"], POOLS["3x3s1p1ceil"], cl=True)
+    _run_1x1(2, 5, 6, 5, [3, 4], ["none", "relu"], [], stride=(2, 2))
