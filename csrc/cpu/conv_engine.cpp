@@ -722,7 +722,8 @@ at::Tensor finish(const at::Tensor& t, MemoryFormat fmt, at::ScalarType dtype, M
 }  // namespace
 
 at::Tensor conv_forward_op(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                           const std::optional<at::Tensor>& residual, const ConvGeom& g, Activation act) {
+                           const std::optional<at::Tensor>& residual, const ConvGeom& g, Activation act,
+                           bool engine_layout) {
   const MemoryFormat fmt = conv_memory_format(input, weight);
   const auto dtype = input.scalar_type();
   const auto cdt = is_reduced(dtype) ? at::kFloat : dtype;  // float16/bfloat16 computed in float32
@@ -737,7 +738,7 @@ at::Tensor conv_forward_op(const at::Tensor& input, const at::Tensor& weight, co
   if (onednn) return finish(onednn_forward(x, w, b, r, g, act, fmt), fmt, dtype, fmt);
   at::Tensor out = new_output({g.N, g.K, g.P, g.Q}, x.options().memory_format(efmt));
   conv_forward(x, w, b, r, g, act, efmt, out);
-  return finish(out, fmt, dtype, efmt);
+  return finish(out, engine_layout ? efmt : fmt, dtype, efmt);
 }
 
 bool conv_forward_into(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,

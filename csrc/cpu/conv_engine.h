@@ -36,8 +36,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_backward(
 
 // The CPU entry points of conv2d / conv1x1 share this wrapper: Triton routing is done by the
 // caller; this checks dtypes (float16/bfloat16 computed in float32), allocates and runs.
+// engine_layout: the result may stay in the engine's layout (a caller that copies it anyway).
 at::Tensor conv_forward_op(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                           const std::optional<at::Tensor>& residual, const ConvGeom& g, Activation act);
+                           const std::optional<at::Tensor>& residual, const ConvGeom& g, Activation act,
+                           bool engine_layout = false);
 // conv_forward_op's result written into `out` (a channel slice, conv2d_into) when the engine runs
 // the case in the op's own layout and dtype (float64, float32 without oneDNN); false (nothing
 // written) otherwise.

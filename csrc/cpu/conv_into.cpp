@@ -221,7 +221,7 @@ void conv2d_into(const at::Tensor& input, const at::Tensor& weight, const std::o
   if (conv_forward_into(input, weight, bias, residual, g, act, dst)) return;
   // oneDNN (float32), a reduced dtype or an engine layout other than the op's: computed as conv2d
   // computes it, then the activation pass writes the slice.
-  const at::Tensor y = conv_forward_op(input, weight, bias, residual, g, Activation::None);
+  const at::Tensor y = conv_forward_op(input, weight, bias, residual, g, Activation::None, /*engine_layout=*/true);
   if (act == Activation::ReLU) at::threshold_out(const_cast<at::Tensor&>(out), y, 0, 0);  // NaN kept
   else const_cast<at::Tensor&>(out).copy_(y);
 }
