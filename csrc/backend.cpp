@@ -11,8 +11,9 @@
 
 namespace fastcnn {
 
-const char* const kOpStems[8] = {"conv2d",     "conv2d_backward",     "conv1x1",  "conv1x1_backward",
-                                 "max_pool2d", "max_pool2d_backward", "add_relu", "add_relu_backward"};
+const char* const kOpStems[10] = {"conv2d",     "conv2d_backward",     "conv1x1",  "conv1x1_backward",
+                                  "max_pool2d", "max_pool2d_backward", "add_relu", "add_relu_backward",
+                                  "conv2d_into", "conv1x1_into"};
 
 namespace {
 

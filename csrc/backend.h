@@ -38,7 +38,7 @@ namespace fastcnn {
 #define FASTCNN_CUDA_OP(stem) FASTCNN_IMPL_OP(FASTCNN_CUDA_TAG, stem)
 
 // Every op stem; implementation ops exist for each (tag, stem).
-extern const char* const kOpStems[8];
+extern const char* const kOpStems[10];
 
 struct BackendInfo {
   std::string name;  // what users select: "cpu", "cuda", "triton", "cuda-sim", ...

@@ -163,6 +163,14 @@ inline ConvGeom check_conv(const char* op, bool one1x1, const at::Tensor& input,
   return g;
 }
 
+// Channels-last when the input (or the weight) is, as PyTorch's CPU and cuDNN convolutions decide.
+inline at::MemoryFormat conv_memory_format(const at::Tensor& input, const at::Tensor& weight) {
+  if (input.suggest_memory_format() == at::MemoryFormat::ChannelsLast ||
+      weight.suggest_memory_format() == at::MemoryFormat::ChannelsLast)
+    return at::MemoryFormat::ChannelsLast;
+  return at::MemoryFormat::Contiguous;
+}
+
 inline ConvGeom check_conv2d(const char* op, const at::Tensor& input, const at::Tensor& weight,
                              const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual,
                              at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
@@ -256,12 +264,110 @@ inline void check_add_relu_backward(const char* op, const at::Tensor& grad_outpu
   check_shape(op, grad_output, "grad_output", output.sizes(), "the output's ");
 }
 
-// Channels-last when the input (or the weight) is, as PyTorch's CPU and cuDNN convolutions decide.
-inline at::MemoryFormat conv_memory_format(const at::Tensor& input, const at::Tensor& weight) {
-  if (input.suggest_memory_format() == at::MemoryFormat::ChannelsLast ||
-      weight.suggest_memory_format() == at::MemoryFormat::ChannelsLast)
-    return at::MemoryFormat::ChannelsLast;
-  return at::MemoryFormat::Contiguous;
+
+
+// ---- the in-place ops (conv2d_into, conv1x1_into): where they may write ----
+
+// Whether `out` [N, K, P, Q] is laid out as a channel slice of a dense tensor in `fmt`, the only
+// layout the kernels write: NCHW strides (L*P*Q, P*Q, Q, 1), channels_last (P*Q*L, 1, Q*L, L), L >= K
+// (the channels of the tensor it is a slice of). Strides of size-1 dims are free, as in PyTorch's
+// own contiguity test.
+inline bool is_channel_slice(const at::Tensor& out, at::MemoryFormat fmt) {
+  const int64_t N = out.size(0), K = out.size(1), P = out.size(2), Q = out.size(3);
+  const auto st = out.strides();
+  if (fmt == at::MemoryFormat::ChannelsLast) {
+    int64_t L = K;  // the base's channel count, read from the first dim that fixes it
+    if (Q > 1) L = st[3];
+    else if (P > 1) L = st[2] / Q;
+    else if (N > 1) L = st[0] / (P * Q);
+    return L >= K && (K == 1 || st[1] == 1) && (Q == 1 || st[3] == L) && (P == 1 || st[2] == Q * L) &&
+           (N == 1 || st[0] == P * Q * L);
+  }
+  return (Q == 1 || st[3] == 1) && (P == 1 || st[2] == Q) && (K == 1 || st[1] == P * Q) &&
+         (N == 1 || (st[0] >= K * P * Q && st[0] % (P * Q) == 0));
+}
+
+// `out` (named name) can receive a conv result of shape [N, K, P, Q] for `input`: dtype, device,
+// shape and the channel-slice layout of the op's memory format.
+inline void check_conv_out(const char* op, const at::Tensor& input, const at::Tensor& out, const std::string& name,
+                           at::IntArrayRef shape, at::MemoryFormat mf) {
+  check_same(op, input, "input", out, name.c_str());
+  check_shape(op, out, name.c_str(), shape, "the output's ");
+  if (out.numel() == 0) return;
+  TORCH_CHECK_VALUE(is_channel_slice(out, mf), op, ": ", name, " must be a channel slice of a dense ",
+                    mf == at::MemoryFormat::ChannelsLast ? "channels_last" : "contiguous (NCHW)",
+                    " tensor (the op's memory format), got strides ", fmt(out.strides()));
+}
+
+inline ConvGeom check_conv2d_into(const char* op, const at::Tensor& input, const at::Tensor& weight,
+                                  const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual,
+                                  at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                                  int64_t groups, const at::Tensor& out) {
+  const ConvGeom g = check_conv2d(op, input, weight, bias, residual, stride, padding, dilation, groups);
+  check_conv_out(op, input, out, "out", {g.N, g.K, g.P, g.Q}, conv_memory_format(input, weight));
+  return g;
+}
+
+// conv1x1_into's validated problem: the 1x1 GEMM's geometry (on the pooled input when pool is
+// given), the pool, and the segments' channel counts and activations.
+struct Conv1x1IntoGeom {
+  ConvGeom g;
+  bool has_pool = false;
+  PoolGeom pool{};
+  std::vector<int64_t> seg_k;
+  std::vector<Activation> act;
+};
+
+// `segs` are the outputs (forward; slices: the channel-slice layout is required) or the gradients
+// (backward, any strides): one per segment.
+inline Conv1x1IntoGeom check_conv1x1_into(const char* op, const at::Tensor& input, const at::Tensor& weight,
+                                          const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                          const std::vector<std::string>& activations, at::IntArrayRef pool,
+                                          at::ArrayRef<at::Tensor> segs, const char* seg_name,
+                                          bool slices = true) {
+  Conv1x1IntoGeom r;
+  TORCH_CHECK_VALUE(pool.empty() || pool.size() == 7, op,
+                    ": pool must be [] or [kH, kW, sH, sW, padH, padW, ceil_mode], got ", fmt(pool));
+  if (!pool.empty()) {
+    TORCH_CHECK_VALUE(pool[6] == 0 || pool[6] == 1, op, ": pool's ceil_mode (last element) must be 0 or 1, got ",
+                      pool[6]);
+    check_pair(op, "stride", stride, 1);
+    TORCH_CHECK_VALUE(stride[0] == 1 && stride[1] == 1, op, ": stride must be [1, 1] with a pool, got ", fmt(stride));
+    check_float(op, input, "input");
+    const int64_t one[2] = {1, 1};
+    r.pool = check_max_pool2d(op, input, pool.slice(0, 2), pool.slice(2, 2), pool.slice(4, 2), one, pool[6] != 0);
+    r.has_pool = true;
+  }
+  // The 1x1 conv's checks on the input as it enters the GEMM (pooled sizes when pooling).
+  const int64_t zero[2] = {0, 0}, one[2] = {1, 1};
+  r.g = check_conv(op, true, input, weight, bias, std::nullopt, stride, zero, one, 1);
+  if (r.has_pool) {
+    r.g.H = r.pool.P; r.g.W = r.pool.Q;
+    r.g.P = r.pool.P; r.g.Q = r.pool.Q;
+  }
+  TORCH_CHECK_VALUE(!segs.empty(), op, ": ", seg_name, " must hold at least one tensor, got none");
+  TORCH_CHECK_VALUE(activations.size() == segs.size(), op, ": activations must have one name per tensor of ",
+                    seg_name, " (", segs.size(), "), got ", activations.size());
+  const at::MemoryFormat mf = conv_memory_format(input, weight);
+  int64_t total = 0;
+  for (size_t s = 0; s < segs.size(); ++s) {
+    const std::string name = std::string(seg_name) + "[" + std::to_string(s) + "]";
+    r.act.push_back(parse_activation(op, activations[s]));
+    check_dim4(op, segs[s], name.c_str(), "[N, K_s, P, Q]");
+    const int64_t k = segs[s].size(1);
+    TORCH_CHECK_VALUE(k > 0, op, ": ", name, " must have at least one channel, got shape ", fmt(segs[s].sizes()));
+    if (slices) {
+      check_conv_out(op, input, segs[s], name, {r.g.N, k, r.g.P, r.g.Q}, mf);
+    } else {  // gradients: any strides
+      check_same(op, input, "input", segs[s], name.c_str());
+      check_shape(op, segs[s], name.c_str(), {r.g.N, k, r.g.P, r.g.Q}, "the output's ");
+    }
+    r.seg_k.push_back(k);
+    total += k;
+  }
+  TORCH_CHECK_VALUE(total == r.g.K, op, ": the channels of ", seg_name, " (", total,
+                    ") must add up to weight's out-channels (weight shape ", fmt(weight.sizes()), ")");
+  return r;
 }
 
 }  // namespace fastcnn

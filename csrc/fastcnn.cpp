@@ -27,6 +27,15 @@ namespace {
 #define FASTCNN_MAX_POOL2D_BACKWARD_ARGS                                                          \
   "(Tensor grad_output, Tensor input, Tensor indices, int[2] kernel_size, int[2] stride, "        \
   "int[2] padding, int[2] dilation, bool ceil_mode) -> Tensor"
+#define FASTCNN_CONV2D_INTO_ARGS                                                                  \
+  "(Tensor input, Tensor weight, Tensor? bias, Tensor? residual, int[2] stride, int[2] padding, "     \
+  "int[2] dilation, int groups, str activation, Tensor(a!) out) -> ()"
+#define FASTCNN_CONV1X1_INTO_ARGS                                                                 \
+  "(Tensor input, Tensor weight, Tensor? bias, int[2] stride, str[] activations, int[] pool, "        \
+  "Tensor(a!)[] out) -> ()"
+#define FASTCNN_CONV1X1_INTO_BACKWARD_ARGS                                                        \
+  "(Tensor[] grad_outputs, Tensor input, Tensor weight, Tensor[] outputs, int[2] stride, "            \
+  "str[] activations, int[] pool, bool[3] output_mask) -> (Tensor, Tensor, Tensor)"
 #define FASTCNN_ADD_RELU_ARGS "(Tensor input, Tensor other) -> Tensor"
 #define FASTCNN_ADD_RELU_BACKWARD_ARGS "(Tensor grad_output, Tensor output) -> Tensor"
 
@@ -41,7 +50,9 @@ namespace {
   m.def(FASTCNN_IMPL_OP(tag, "max_pool2d") FASTCNN_MAX_POOL2D_ARGS);               \
   m.def(FASTCNN_IMPL_OP(tag, "max_pool2d_backward") FASTCNN_MAX_POOL2D_BACKWARD_ARGS); \
   m.def(FASTCNN_IMPL_OP(tag, "add_relu") FASTCNN_ADD_RELU_ARGS);                   \
-  m.def(FASTCNN_IMPL_OP(tag, "add_relu_backward") FASTCNN_ADD_RELU_BACKWARD_ARGS)
+  m.def(FASTCNN_IMPL_OP(tag, "add_relu_backward") FASTCNN_ADD_RELU_BACKWARD_ARGS); \
+  m.def(FASTCNN_IMPL_OP(tag, "conv2d_into") FASTCNN_CONV2D_INTO_ARGS);             \
+  m.def(FASTCNN_IMPL_OP(tag, "conv1x1_into") FASTCNN_CONV1X1_INTO_ARGS)
 
 TORCH_LIBRARY(fastcnn, m) {
   // act(conv2d(input, weight) + bias + residual), act in {none, relu}.
@@ -61,6 +72,21 @@ TORCH_LIBRARY(fastcnn, m) {
   m.def("add_relu" FASTCNN_ADD_RELU_ARGS);
   // grad_output where output > 0 (the gradient of both addends before any broadcast reduction).
   m.def("_add_relu_backward" FASTCNN_ADD_RELU_BACKWARD_ARGS);
+  // The network fusions' ops (GoogLeNet blocks without torch.cat, sibling 1x1 convs as one GEMM, the
+  // max-pool inside its 1x1 projection). They write into `out`, which may be a channel slice of a
+  // larger dense tensor (block.narrow(1, offset, K)), so a block's branches fill one output. Mutable,
+  // not functional: a functional op cannot return views of one storage; autograd is the Python
+  // layer's (fastcnn/_fused.py), which owns the buffers they write.
+  // conv2d_into: conv2d's result written into out.
+  m.def("conv2d_into" FASTCNN_CONV2D_INTO_ARGS);
+  // conv1x1_into: one 1x1 conv over weight [sum K_s, C, 1, 1]; output channels [off_s, off_s + K_s)
+  // get activations[s] and go to out[s] (K_s = out[s].size(1)). pool = [] or [kh, kw, sh, sw, ph,
+  // pw, ceil_mode]: a max-pool of the input taken as the GEMM operand is loaded (stride must be 1).
+  m.def("conv1x1_into" FASTCNN_CONV1X1_INTO_ARGS);
+  // Gradients (input, weight, bias) of conv1x1_into: the segments' masked gradients as one dense
+  // operand, then one dgrad and one wgrad (_conv1x1_backward) and, with pool, _max_pool2d_backward.
+  // A composite of routed ops (ops.cpp), so every backend has it.
+  m.def("_conv1x1_into_backward" FASTCNN_CONV1X1_INTO_BACKWARD_ARGS);
 
   // The implementation ops of the built-in backends (backend.h); a backend added at run time
   // defines its own (fastcnn._backend.add_backend).

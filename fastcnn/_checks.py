@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .kernels._common import conv_out_size, pool_out_size  # the one Python definition of each formula
+from .kernels._common import conv_format, conv_out_size, pool_out_size  # the one Python definition of each rule
 
 # The activation names of the schema (csrc/checks.h parse_activation); the Python API also takes None.
 ACTIVATIONS = ("none", "relu")
@@ -240,3 +240,92 @@ def add_relu_backward(op, grad_output, output):
     floating(output, "output", op)
     same(output, "output", grad_output, "grad_output", op)
     _shape(grad_output, "grad_output", op, output.shape, "the output's ")
+
+
+# ---- the in-place ops (conv2d_into, conv1x1_into): where they may write ----
+
+def is_channel_slice(out, channels_last: bool) -> bool:
+    """Whether ``out`` [N, K, P, Q] is laid out as a channel slice of a dense tensor in the op's
+    memory format (csrc/checks.h is_channel_slice): NCHW strides (L*P*Q, P*Q, Q, 1), channels_last
+    (P*Q*L, 1, Q*L, L), L >= K; strides of size-1 dims are free."""
+    N, K, P, Q = out.shape
+    sn, sk, sp, sq = out.stride()
+    if channels_last:
+        L = K
+        if Q > 1:
+            L = sq
+        elif P > 1:
+            L = sp // Q
+        elif N > 1:
+            L = sn // (P * Q)
+        return (L >= K and (K == 1 or sk == 1) and (Q == 1 or sq == L) and (P == 1 or sp == Q * L)
+                and (N == 1 or sn == P * Q * L))
+    return ((Q == 1 or sq == 1) and (P == 1 or sp == Q) and (K == 1 or sk == P * Q)
+            and (N == 1 or (sn >= K * P * Q and sn % (P * Q) == 0)))
+
+
+def conv_out(op, input, out, name, shape, channels_last):
+    same(input, "input", out, name, op)
+    _shape(out, name, op, shape, "the output's ")
+    if out.numel() == 0:
+        return
+    if not is_channel_slice(out, channels_last):
+        layout = "channels_last" if channels_last else "contiguous (NCHW)"
+        raise ValueError(f"{op}: {name} must be a channel slice of a dense {layout} tensor (the op's memory format), "
+                         f"got strides {fmt(out.stride())}")
+
+
+def _channels_last(input, weight) -> bool:
+    return conv_format(input, weight) == torch.channels_last
+
+
+def conv2d_into(op, input, weight, bias, residual, stride, padding, dilation, groups, out):
+    shape = conv(op, input, weight, bias, residual, stride, padding, dilation, groups)
+    tensor(out, "out", op)
+    conv_out(op, input, out, "out", shape, _channels_last(input, weight))
+    return shape
+
+
+def conv1x1_into(op, input, weight, bias, stride, activations, pool, segs, seg_name, slices=True):
+    """Validate conv1x1_into (segs: the outputs) or its backward (segs: the gradients, any strides);
+    returns (the GEMM's [N, Ktot, P, Q], the segments' channel counts)."""
+    pool = list(pool)
+    if len(pool) not in (0, 7):
+        raise ValueError(f"{op}: pool must be [] or [kH, kW, sH, sW, padH, padW, ceil_mode], got {fmt(pool)}")
+    if pool:
+        if pool[6] not in (0, 1):
+            raise ValueError(f"{op}: pool's ceil_mode (last element) must be 0 or 1, got {pool[6]}")
+        _pair(stride, "stride", op, 1)
+        if list(stride) != [1, 1]:
+            raise ValueError(f"{op}: stride must be [1, 1] with a pool, got {fmt(stride)}")
+        floating(input, "input", op)
+        N, C, P, Q = max_pool2d(op, input, pool[0:2], pool[2:4], pool[4:6], (1, 1), bool(pool[6]))
+    shape = conv(op, input, weight, bias, None, stride, (0, 0), (1, 1), 1, one1x1=True)
+    if pool:
+        shape = (shape[0], shape[1], P, Q)
+    if len(segs) == 0:
+        raise ValueError(f"{op}: {seg_name} must hold at least one tensor, got none")
+    if len(activations) != len(segs):
+        raise ValueError(f"{op}: activations must have one name per tensor of {seg_name} ({len(segs)}), got "
+                         f"{len(activations)}")
+    cl = _channels_last(input, weight)
+    ks = []
+    for s, (t, act) in enumerate(zip(segs, activations)):
+        name = f"{seg_name}[{s}]"
+        activation(act, op)
+        tensor(t, name, op)
+        _dim4(t, name, op, "[N, K_s, P, Q]")
+        k = t.shape[1]
+        if k <= 0:
+            raise ValueError(f"{op}: {name} must have at least one channel, got shape {fmt(t.shape)}")
+        want = (shape[0], k, shape[2], shape[3])
+        if slices:
+            conv_out(op, input, t, name, want, cl)
+        else:
+            same(input, "input", t, name, op)
+            _shape(t, name, op, want, "the output's ")
+        ks.append(k)
+    if sum(ks) != shape[1]:
+        raise ValueError(f"{op}: the channels of {seg_name} ({sum(ks)}) must add up to weight's out-channels "
+                         f"(weight shape {fmt(weight.shape)})")
+    return shape, ks

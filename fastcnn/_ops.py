@@ -116,6 +116,27 @@ def _add_relu_backward_fake(grad_output, output):
     return torch.empty_like(grad_output + output)
 
 
+def _conv2d_into_fake(input, weight, bias, residual, stride, padding, dilation, groups, activation, out):
+    _checks.activation(activation, "conv2d_into")
+    _checks.conv2d_into("conv2d_into", input, weight, bias, residual, stride, padding, dilation, groups, out)
+
+
+def _conv1x1_into_fake(input, weight, bias, stride, activations, pool, out):
+    _checks.conv1x1_into("conv1x1_into", input, weight, bias, stride, activations, pool, out, "out")
+
+
+def _conv1x1_into_backward_fake(grad_outputs, input, weight, outputs, stride, activations, pool, output_mask):
+    op = "conv1x1_into_backward"
+    _checks.conv1x1_into(op, input, weight, None, stride, activations, pool, grad_outputs, "grad_outputs",
+                         slices=False)
+    # With a pool the input gradient is _max_pool2d_backward's (the input's format), else the conv's.
+    gi_fmt = suggest_memory_format(input) if len(pool) else conv_format(input, weight)
+    gi = _empty(input.shape, input, gi_fmt) if output_mask[0] else _empty0(input)
+    gw = _empty(weight.shape, input, suggest_memory_format(weight)) if output_mask[1] else _empty0(input)
+    gb = _empty((weight.shape[0],), input) if output_mask[2] else _empty0(input)
+    return gi, gw, gb
+
+
 FAKES = {
     "conv2d": _conv2d_fake,
     "conv2d_backward": _conv2d_backward_fake,
@@ -125,6 +146,8 @@ FAKES = {
     "max_pool2d_backward": _max_pool2d_backward_fake,
     "add_relu": _add_relu_fake,
     "add_relu_backward": _add_relu_backward_fake,
+    "conv2d_into": _conv2d_into_fake,
+    "conv1x1_into": _conv1x1_into_fake,
 }
 assert set(FAKES) == set(STEMS), "a fake kernel per op stem"
 
@@ -136,6 +159,7 @@ def register_fakes(tag: str | None) -> None:
 
 
 register_fakes(None)
+torch.library.register_fake("fastcnn::_conv1x1_into_backward")(_conv1x1_into_backward_fake)
 for _name in _C._backend_names()[1:]:
     register_fakes(_C._backend_info(_name)["tag"])
 

@@ -257,6 +257,10 @@ _STANDIN = textwrap.dedent("""
         p = FF.max_pool2d(y, 2)
         s = FF.add_relu(y, z)
         (y.sum() + z.sum() + p.sum() + s.sum()).backward()
+        blk = torch.empty(2, 12, 8, 8)                     # the in-place ops write one block
+        torch.ops.fastcnn.conv2d_into(x.detach(), w.detach(), None, None, [1, 1], [1, 1], [1, 1], 1, "relu",
+                                      blk[:, :6])
+        torch.ops.fastcnn.conv1x1_into(x.detach(), w1.detach(), None, [1, 1], ["relu"], [], [blk[:, 6:]])
     assert fastcnn.get_backend() == "auto"
     print(sorted(set(calls)))
     assert set(calls) == set(_ops.STEMS), sorted(set(calls))

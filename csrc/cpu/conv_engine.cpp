@@ -756,4 +756,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_backward_op(
           mask[3] ? finish(std::get<3>(res), fmt, dtype, efmt) : std::get<3>(res).to(dtype)};
 }
 
+// The GEMM and chunking above, for the in-place ops (conv_into.cpp).
+template <typename T>
+void worker_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
+                 bool accumulate, T* C, int64_t ldc) {
+  gemm<T>(ta, tb, M, N, K, A, lda, B, ldb, accumulate, C, ldc);
+}
+template void worker_gemm<float>(bool, bool, int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t,
+                                 bool, float*, int64_t);
+template void worker_gemm<double>(bool, bool, int64_t, int64_t, int64_t, const double*, int64_t, const double*,
+                                  int64_t, bool, double*, int64_t);
+int64_t panel_rows(int64_t rows, int64_t row_elems, int64_t elem_size) { return chunk_rows(rows, row_elems, elem_size); }
+
 }  // namespace fastcnn::cpu

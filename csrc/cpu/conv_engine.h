@@ -42,4 +42,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_backward_op(
     const at::Tensor& grad, const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& out,
     const ConvGeom& g, Activation act, std::array<bool, 4> mask);
 
+// For other CPU kernels built on the engine (conv_into.cpp): its GEMM (row-major, C (+)= op(A) op(B),
+// single-threaded inside at::parallel_for workers, float32 K-blocked for accuracy; float and double)
+// and its chunk size (rows whose panel of row_elems values stays in L2).
+template <typename T>
+void worker_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
+                 bool accumulate, T* C, int64_t ldc);
+int64_t panel_rows(int64_t rows, int64_t row_elems, int64_t elem_size);
+
 }  // namespace fastcnn::cpu
