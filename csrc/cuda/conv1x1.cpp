@@ -35,18 +35,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv1x1_backward(
 // (bias + its activation) to its out; with `pool` the input is max-pooled as the GEMM loads it
 // (the pooled tensor never exists; igemm_fprop.cuh, kPool).
 void conv1x1_into(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                  at::IntArrayRef stride, c10::ArrayRef<std::string> activations, at::IntArrayRef pool,
+                  at::IntArrayRef stride, const std::vector<std::string>& activations, at::IntArrayRef pool,
                   at::TensorList out) {
-  std::vector<Activation> acts;
-  for (const std::string& a : activations) acts.push_back(parse_activation("conv1x1_into", a));
-  ConvGeom g = check_conv1x1("conv1x1_into", input, weight, bias, std::nullopt, stride);
+  const Conv1x1IntoGeom r =
+      check_conv1x1_into("conv1x1_into", input, weight, bias, stride, activations, pool, out, "out");
+  ConvGeom g = r.g;  // the GEMM on the pooled input: P x Q pixels
   ConvPool pl{};
-  if (!pool.empty()) {  // [kh, kw, sh, sw, ph, pw, ceil_mode]; stride 1 (the router checked)
-    pl = ConvPool{int(pool[0]), int(pool[1]), int(pool[2]), int(pool[3]), int(pool[4]), int(pool[5])};
-    g.P = pool_out_size(g.H, pool[0], pool[2], pool[4], 1, pool[6] != 0);
-    g.Q = pool_out_size(g.W, pool[1], pool[3], pool[5], 1, pool[6] != 0);
+  if (r.has_pool) {  // the loader reads the unpooled input: its sizes, and the window
+    g.H = r.pool.H;
+    g.W = r.pool.W;
+    pl = ConvPool{int(r.pool.kh), int(r.pool.kw), int(r.pool.sh), int(r.pool.sw), int(r.pool.ph), int(r.pool.pw)};
   }
-  conv1x1_into_cuda(input, weight, bias, g, acts, pl, out);
+  conv1x1_into_cuda(input, weight, bias, g, r.act, pl, out);
 }
 
 }  // namespace
@@ -55,14 +55,6 @@ FASTCNN_CUDA_LIBRARY_IMPL(m) {
   m.impl(FASTCNN_CUDA_OP("conv1x1"), &conv1x1);
   m.impl(FASTCNN_CUDA_OP("conv1x1_into"), &conv1x1_into);
   m.impl(FASTCNN_CUDA_OP("conv1x1_backward"), &conv1x1_backward);
-}
-
-// TEMP(issue 18): the schemas until main's contract commit defines them.
-TORCH_LIBRARY_FRAGMENT(fastcnn, m) {
-  m.def(FASTCNN_CUDA_OP("conv2d_into") "(Tensor input, Tensor weight, Tensor? bias, Tensor? residual, int[2] stride, "
-        "int[2] padding, int[2] dilation, int groups, str activation, Tensor(a!) out) -> ()");
-  m.def(FASTCNN_CUDA_OP("conv1x1_into") "(Tensor input, Tensor weight, Tensor? bias, int[2] stride, str[] activations, "
-        "int[] pool, Tensor(a!)[] out) -> ()");
 }
 
 }  // namespace cuda

@@ -36,7 +36,8 @@ void conv2d_into(const at::Tensor& input, const at::Tensor& weight, const std::o
                  const std::optional<at::Tensor>& residual, at::IntArrayRef stride, at::IntArrayRef padding,
                  at::IntArrayRef dilation, int64_t groups, c10::string_view activation, const at::Tensor& out) {
   const Activation act = parse_activation("conv2d_into", activation);
-  const ConvGeom g = check_conv2d("conv2d_into", input, weight, bias, residual, stride, padding, dilation, groups);
+  const ConvGeom g =
+      check_conv2d_into("conv2d_into", input, weight, bias, residual, stride, padding, dilation, groups, out);
   conv_forward_into_cuda(input, weight, bias, residual, g, act, out);
 }
 
