@@ -677,9 +677,12 @@ __device__ __forceinline__ void epilogue_store_segs(const GemmParams& p, const t
 // the forward output) is a template parameter so that the no-mask main loop holds nothing of it:
 // as a run-time branch it cost the bf16 TcL loop 97 of its 382 instructions (SASS, sm_90).
 // kPool (conv1x1_into with a pool; k1x1 only): A is staged through registers like the scalar path
-// (the window max cannot be a cp.async), by 16-byte chunks when kVecA.
+// (the window max cannot be a cp.async), by 16-byte chunks when kVecA. The cap holds for pooled
+// tiles whose threads stage at most 2 chunks (TcL: 151 -> 125 registers, 0 spills, 2 CTAs/SM); TcM
+// stages 4 and spilled 32-280 bytes under it (ptxas, sm_80/sm_90), so it stays uncapped.
 template <typename T, typename Cfg, bool kVecA, bool k1x1, bool kMask, bool kPool = false>
-__global__ void __launch_bounds__(Cfg::THREADS, kVecA && !kPool ? Cfg::MIN_BLOCKS : 1)
+__global__ void __launch_bounds__(Cfg::THREADS,
+                                  kVecA && (!kPool || Cfg::BM * 4 / Cfg::THREADS <= 2) ? Cfg::MIN_BLOCKS : 1)
     conv_kmajor_kernel(const GemmParams p) {
   constexpr int BM = Cfg::BM, BN = Cfg::BN, THREADS = Cfg::THREADS, STAGES = Cfg::STAGES;
   constexpr int BKE = 64 / int(sizeof(T));
