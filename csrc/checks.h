@@ -272,14 +272,24 @@ inline void check_add_relu_backward(const char* op, const at::Tensor& grad_outpu
 // layout the kernels write: NCHW strides (L*P*Q, P*Q, Q, 1), channels_last (P*Q*L, 1, Q*L, L), L >= K
 // (the channels of the tensor it is a slice of). Strides of size-1 dims are free, as in PyTorch's
 // own contiguity test.
+// The channels L of the dense tensor `out` is a slice of (read from the first dim that fixes it).
+inline int64_t slice_channels(const at::Tensor& out, at::MemoryFormat fmt) {
+  const int64_t N = out.size(0), K = out.size(1), P = out.size(2), Q = out.size(3);
+  const auto st = out.strides();
+  if (fmt == at::MemoryFormat::ChannelsLast) {
+    if (Q > 1) return st[3];
+    if (P > 1) return st[2] / Q;
+    if (N > 1) return st[0] / (P * Q);
+    return K;
+  }
+  return N > 1 ? st[0] / (P * Q) : K;
+}
+
 inline bool is_channel_slice(const at::Tensor& out, at::MemoryFormat fmt) {
   const int64_t N = out.size(0), K = out.size(1), P = out.size(2), Q = out.size(3);
   const auto st = out.strides();
   if (fmt == at::MemoryFormat::ChannelsLast) {
-    int64_t L = K;  // the base's channel count, read from the first dim that fixes it
-    if (Q > 1) L = st[3];
-    else if (P > 1) L = st[2] / Q;
-    else if (N > 1) L = st[0] / (P * Q);
+    const int64_t L = slice_channels(out, fmt);
     return L >= K && (K == 1 || st[1] == 1) && (Q == 1 || st[3] == L) && (P == 1 || st[2] == Q * L) &&
            (N == 1 || st[0] == P * Q * L);
   }

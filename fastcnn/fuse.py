@@ -22,6 +22,16 @@ What it does, on a deep copy of the model (``inplace=True``: on the model itself
    becomes a ``torch.fx.GraphModule`` (named as its class, with its submodules, parameters, buffers
    and public attributes in their original order: state_dict keys are unchanged).
 
+3. network fusions (``network_fusions=False`` leaves them out), in the same traced graphs:
+
+   * ``torch.cat([b1(x), b2(x), ...], 1)`` of branch modules on one input, each a chain of
+     conv [-> BN] [-> ReLU] steps, optionally headed by a max-pool before a 1x1 conv (an inception
+     block): ``fused_branches`` (``fastcnn.fusions.concat_branches``): each branch writes its slice
+     of one output, the branches' leading 1x1 convs with one stride run as one GEMM, a pool -> 1x1
+     branch pools inside the GEMM's operand load;
+   * 1x1 convs [-> BN] [-> ReLU] with the same stride on the same input (ResNet-50's layer1.0: the
+     block's first conv and its downsample): ``fused_siblings``, one GEMM for both.
+
 Modules that cannot be traced (data-dependent control flow, ...) or whose traced forward differs
 between train and eval mode (``if self.training: ...``: tracing would freeze one branch) keep their
 forward; their children are still converted. The report (``return_report=True``) lists what was
@@ -255,6 +265,190 @@ def _rewrite(graph: fx.Graph, modules: dict, prefix: str, report: FuseReport) ->
     return count
 
 
+def _steps(branch):
+    """fastcnn.fusions steps of a branch spec: ("pool", k, s, p, ceil) or (conv, bn, activation)."""
+    from . import fusions
+
+    out = []
+    for spec in branch:
+        if spec[0] == "pool":
+            out.append(fusions.PoolStep(*spec[1:]))
+        else:
+            out.append(fusions.ConvStep(*spec))
+    return out
+
+
+@fnn.fx_leaf
+def fused_branches(x, branches, modules):
+    """``torch.cat([m(x) for m in modules], 1)`` with the network fusions (fastcnn.fusions):
+    ``branches`` are the modules' steps as ``fuse`` read them; a branch form or input the fusions
+    do not cover runs the modules as written."""
+    from . import fusions
+
+    if isinstance(x, torch.Tensor) and x.dim() == 4:
+        steps = [_steps(b) for b in branches]
+        plan = fusions.branch_plan(x, steps)
+        if plan is not None:
+            return fusions.concat_branches(x, steps, plan)
+    return torch.cat([m(x) for m in modules], 1)
+
+
+@fnn.fx_leaf
+def fused_siblings(x, specs):
+    """The outputs of sibling 1x1 convs [-> BN] [-> ReLU] on ``x`` (same stride), as one GEMM."""
+    from . import fusions
+
+    return fusions.siblings(x, _steps(specs))
+
+
+# ------------------------------------------------------------------------------------------------
+# network fusions: a channel cat of conv branches, sibling 1x1 convs on one input
+# ------------------------------------------------------------------------------------------------
+
+def _module_steps(m):
+    """The branch spec of an (already rewritten) module, or None: a max-pool, a lone fastcnn conv,
+    a graph that is one fused_conv of its input, or a Sequential of those."""
+    kinds = _module_types()
+    if _has_hooks(m):
+        return None
+    if isinstance(m, fnn.MaxPool2d) and type(m) is fnn.MaxPool2d:
+        if m.return_indices or _pair(m.dilation) != (1, 1):
+            return None
+        return [("pool", _pair(m.kernel_size), _pair(m.stride if m.stride is not None else m.kernel_size),
+                 _pair(m.padding), bool(m.ceil_mode))]
+    if type(m) in kinds["conv"]:
+        return [(m, None, m.activation)]
+    if isinstance(m, nn.Sequential):
+        out = []
+        for step in _sequential_plan(list(m._modules.items())):
+            if isinstance(step, tuple):
+                out.append(step[:3])
+            else:
+                sub = _module_steps(step)
+                if sub is None:
+                    return None
+                out += sub
+        return out
+    if isinstance(m, fx.GraphModule):
+        nodes = [n for n in m.graph.nodes if n.op not in ("placeholder", "output", "get_attr")]
+        ph = [n for n in m.graph.nodes if n.op == "placeholder"]
+        outs = [n for n in m.graph.nodes if n.op == "output"]
+        if len(nodes) != 1 or len(ph) != 1 or nodes[0].target is not fused_conv or outs[0].args[0] is not nodes[0]:
+            return None
+        x, conv, bn, residual, act = nodes[0].args
+        if x is not ph[0] or residual is not None:
+            return None
+        conv_m = m.get_submodule(conv.target)
+        bn_m = m.get_submodule(bn.target) if bn is not None else None
+        return [(conv_m, bn_m, act)]
+    return None
+
+
+def _pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def _is_1x1_spec(spec):
+    c = spec[0]
+    return (spec[0] != "pool" and isinstance(c, nn.Conv2d) and tuple(c.kernel_size) == (1, 1)
+            and not isinstance(c.padding, str) and tuple(c.padding) == (0, 0) and tuple(c.dilation) == (1, 1)
+            and c.groups == 1 and c.padding_mode == "zeros")
+
+
+def _cat_args(node):
+    if node.op != "call_function" or node.target is not torch.cat:
+        return None
+    args, kwargs = list(node.args), dict(node.kwargs)
+    tensors = args[0] if args else kwargs.pop("tensors", None)
+    dim = args[1] if len(args) > 1 else kwargs.pop("dim", 0)
+    if kwargs or dim not in (1, -3) or not isinstance(tensors, (list, tuple)) or len(tensors) < 2:
+        return None
+    return list(tensors)
+
+
+def _rewrite_network(graph: fx.Graph, modules: dict, prefix: str, report: FuseReport) -> int:
+    """Channel cats of conv branches on one input -> fused_branches; sibling 1x1 convs with one
+    stride on one input -> fused_siblings. Returns how many."""
+    count = 0
+    for node in list(graph.nodes):
+        parts = _cat_args(node) if node.graph is not None else None
+        if not parts or not all(isinstance(p, fx.Node) and p.op == "call_module" and len(p.args) == 1
+                                and not p.kwargs and len(p.users) == 1 for p in parts):
+            continue
+        x = parts[0].args[0]
+        if any(p.args[0] is not x for p in parts):
+            continue
+        specs = [_module_steps(modules.get(p.target)) for p in parts]
+        if any(s is None for s in specs):
+            continue
+        with graph.inserting_before(node):
+            attr = {}
+
+            def get(m, path):
+                if id(m) not in attr:
+                    attr[id(m)] = graph.get_attr(path)
+                return attr[id(m)]
+
+            names = {id(m): n for n, m in modules.items()}
+            branches = []
+            for spec in specs:
+                branch = []
+                for st in spec:
+                    if st[0] == "pool":
+                        branch.append(st)
+                    else:
+                        conv, bn, act = st
+                        branch.append((get(conv, names[id(conv)]), get(bn, names[id(bn)]) if bn is not None else None,
+                                       act))
+                branches.append(tuple(branch))
+            mods = tuple(get(modules[p.target], p.target) for p in parts)
+            fused = graph.call_function(fused_branches, (x, tuple(branches), mods))
+        node.replace_all_uses_with(fused)
+        graph.erase_node(node)
+        for p in parts:
+            graph.erase_node(p)
+        report.fused.append((prefix.rstrip(".") or "", "channel cat of " + ", ".join(p.target for p in parts)
+                             + " -> branches into one output (1x1 siblings as one GEMM, pool into its 1x1)"))
+        count += 1
+    # Sibling 1x1 convs: fused_conv(x, conv, bn, None, act) nodes, or modules that are one such conv.
+    groups: dict = {}
+    for node in graph.nodes:
+        spec = None
+        if node.op == "call_function" and node.target is fused_conv and node.args[3] is None:
+            conv_n, bn_n, act = node.args[1], node.args[2], node.args[4]
+            conv = modules.get(conv_n.target) if conv_n.op == "get_attr" else None
+            if conv is not None:
+                spec = (conv_n.target, bn_n.target if bn_n is not None else None, act, conv)
+        elif node.op == "call_module" and len(node.args) == 1 and not node.kwargs:
+            st = _module_steps(modules.get(node.target))
+            if st is not None and len(st) == 1 and st[0][0] != "pool":
+                names = {id(m): n for n, m in modules.items()}
+                conv, bn, act = st[0]
+                spec = (names[id(conv)], names[id(bn)] if bn is not None else None, act, conv)
+        if spec is None or not _is_1x1_spec((spec[3],)) or not isinstance(node.args[0], fx.Node):
+            continue
+        groups.setdefault((node.args[0], tuple(spec[3].stride)), []).append((node, spec))
+    for (x, _), members in groups.items():
+        if len(members) < 2:
+            continue
+        first = min((m[0] for m in members), key=lambda n: list(graph.nodes).index(n))
+        with graph.inserting_before(first):
+            specs = tuple((graph.get_attr(c), graph.get_attr(b) if b is not None else None, a)
+                          for _, (c, b, a, _) in members)
+            fused = graph.call_function(fused_siblings, (x, specs))
+            outs = [graph.call_function(operator.getitem, (fused, i)) for i in range(len(members))]
+        for (node, _), out in zip(members, outs):
+            node.replace_all_uses_with(out)
+            graph.erase_node(node)
+        report.fused.append((prefix.rstrip(".") or "", "sibling 1x1 convs " + ", ".join(s[0] for _, s in members)
+                             + " on one input -> one GEMM"))
+        count += 1
+    for node in list(graph.nodes):  # the replaced calls' module reads
+        if node.op == "get_attr" and not node.users:
+            graph.erase_node(node)
+    return count
+
+
 # ------------------------------------------------------------------------------------------------
 # nn.Sequential: fused in place of tracing (it stays indexable and sliceable)
 # ------------------------------------------------------------------------------------------------
@@ -411,7 +605,7 @@ def _post_order(model: nn.Module):
         yield m, parents.get(id(m), []), paths.get(id(m), "")
 
 
-def _rewrite_module(module: nn.Module, path: str, report: FuseReport):
+def _rewrite_module(module: nn.Module, path: str, report: FuseReport, network_fusions: bool = True):
     """The rewritten GraphModule for ``module``, or None (nothing to fuse, or not traceable)."""
     if not module._modules or isinstance(module, (nn.ModuleList, nn.ModuleDict)):
         return None
@@ -429,7 +623,10 @@ def _rewrite_module(module: nn.Module, path: str, report: FuseReport):
         report.skipped.append((path, "forward depends on self.training (tracing would freeze one mode)"))
         return None
     modules = dict(module.named_modules())
-    if _rewrite(graph, modules, f"{path}." if path else "", report) == 0:
+    n = _rewrite(graph, modules, f"{path}." if path else "", report)
+    if network_fusions:
+        n += _rewrite_network(graph, modules, f"{path}." if path else "", report)
+    if n == 0:
         return None
     for node in graph.nodes:
         # forward's type annotations: torch.Tensor becomes a string global that GraphModule's
@@ -439,10 +636,11 @@ def _rewrite_module(module: nn.Module, path: str, report: FuseReport):
     return _as_graph_module(module, graph)
 
 
-def fuse(model: nn.Module, *, inplace: bool = False,
-         return_report: bool = False) -> nn.Module | tuple[nn.Module, FuseReport]:
+def fuse(model: nn.Module, *, inplace: bool = False, return_report: bool = False,
+         network_fusions: bool = True) -> nn.Module | tuple[nn.Module, FuseReport]:
     """``model`` rewritten with fastcnn layers (see the module docstring); with
-    ``return_report=True``, ``(fused_model, FuseReport)``."""
+    ``return_report=True``, ``(fused_model, FuseReport)``. ``network_fusions=False`` leaves out
+    step 3 (channel cats of conv branches, sibling 1x1 convs), so both can be measured."""
     if not isinstance(model, nn.Module):
         raise ValueError(f"fuse: model must be an nn.Module, got {type(model).__name__}")
     report = FuseReport()
@@ -451,7 +649,7 @@ def fuse(model: nn.Module, *, inplace: bool = False,
     model = _swap_leaves(model, report)
     root = model
     for module, parents, path in list(_post_order(model)):
-        gm = _rewrite_module(module, path, report)
+        gm = _rewrite_module(module, path, report, network_fusions)
         if gm is None:
             continue
         for parent, name in parents:

@@ -275,3 +275,142 @@ def _conv_dgrad_kernel(
     c_glob = (grp * C_g + offs_n).to(IDX)
     dx_ptrs = dx_ptr + (n_w * sxn + h_w * sxh + w_w * sxw)[:, None] + (c_glob * sxc)[None, :]
     tl.store(dx_ptrs, to_out(acc, dx_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+
+
+@triton.jit
+def _pool_tile(x_ptr, x_row, x_col, ih0, iw0, H, W, a_ok, sxh, sxw,
+               KH: tl.constexpr, KW: tl.constexpr, UPCAST: tl.constexpr, BLOCK_M: tl.constexpr,
+               BLOCK_K: tl.constexpr):
+    """The A tile of max_pool2d(x) (window corner (ih0, iw0) per row): the max over the KH x KW
+    taps as they are loaded, as PyTorch: -inf padding, a tap replaces the max when it is larger
+    or NaN (so a NaN anywhere in the window gives NaN). Lanes outside the GEMM (a_ok false) are 0,
+    not -inf: they are multiplied by the weight's zero tail."""
+    if UPCAST:  # the interpreter compares bf16 bit patterns as integers: compare in fp32
+        m = tl.full((BLOCK_M, BLOCK_K), float("-inf"), tl.float32)
+    else:
+        m = tl.full((BLOCK_M, BLOCK_K), float("-inf"), x_ptr.dtype.element_ty)
+    for i in tl.static_range(KH):
+        ih = ih0 + i
+        h_ok = (ih >= 0) & (ih < H)
+        for j in tl.static_range(KW):
+            iw = iw0 + j
+            ok = a_ok & (h_ok & (iw >= 0) & (iw < W))[:, None]
+            v = tl.load(x_ptr + (x_row + i * sxh + j * sxw)[:, None] + x_col[None, :], mask=ok, other=0.0)
+            if UPCAST:
+                v = v.to(tl.float32)
+            v = tl.where(ok, v, float("-inf"))
+            m = tl.where((v > m) | (v != v), v, m)
+    return tl.where(a_ok, m, 0.0)
+
+
+@triton.jit
+def _pick(past, new, old):
+    """``new`` where the program's column tile lies past a segment boundary (a scalar select)."""
+    return tl.where(past, new, old)
+
+
+@triton.jit(do_not_specialize=_SIZES_FWD)
+def _conv1x1_into_kernel(
+    x_ptr, w_ptr, b_ptr, y0_ptr, y1_ptr, y2_ptr, y3_ptr,
+    M, C, H, W, P, Q,
+    sxn, sxc, sxh, sxw,
+    swk, swc, sb,
+    K0, K1, K2, K3,
+    s0n, s0c, s0h, s0w, s1n, s1c, s1h, s1w, s2n, s2c, s2h, s2w, s3n, s3c, s3h, s3w,
+    step_h, step_w, pad_h, pad_w,
+    NSEG: tl.constexpr, RELUS: tl.constexpr, HAS_BIAS: tl.constexpr, CHANNELS_DENSE: tl.constexpr,
+    POOL: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, IDX: tl.constexpr,
+    FP64: tl.constexpr, UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """fastcnn::conv1x1_into: one GEMM [M = N*P*Q, K0+..+K3] x C whose column tiles each lie in one
+    segment s (weight rows [K0+..+K_{s-1}, +K_s)); a tile's epilogue adds the bias, applies
+    segment s's activation (bit s of RELUS) and stores into y_s with its strides. Rows are
+    (n, p, q) with input pixel (p*step_h - pad_h, q*step_w - pad_w): the conv stride, or with
+    POOL the pool's stride and padding and the A tile the max over its KH x KW window."""
+    pid = tl.program_id(0)
+    # segment s owns the column tiles [t_s, t_s + cdiv(K_s, BLOCK_N))
+    num_n = tl.cdiv(K0, BLOCK_N)
+    if NSEG > 1:
+        num_n += tl.cdiv(K1, BLOCK_N)
+    if NSEG > 2:
+        num_n += tl.cdiv(K2, BLOCK_N)
+    if NSEG > 3:
+        num_n += tl.cdiv(K3, BLOCK_N)
+    pid_m = (pid // num_n).to(IDX)
+    pid_n = pid % num_n
+    # this program's segment: its tiles' start, weight rows, destination, strides, activation
+    # (scalar selects; one store below, not one per segment: 4 store branches took up to 255
+    # registers + spills on sm_90 with the pooled loader)
+    t_beg = 0
+    k_off = 0
+    k_len = K0
+    y_ptr = y0_ptr
+    syn, syc, syh, syw = s0n, s0c, s0h, s0w
+    relu = RELUS & 1
+    t_end = tl.cdiv(K0, BLOCK_N)
+    if NSEG > 1:
+        past = pid_n >= t_end
+        t_beg, k_off, k_len, y_ptr = _pick(past, t_end, t_beg), _pick(past, K0, k_off), _pick(past, K1, k_len), \
+            _pick(past, y1_ptr, y_ptr)
+        syn, syc, syh, syw = _pick(past, s1n, syn), _pick(past, s1c, syc), _pick(past, s1h, syh), _pick(past, s1w, syw)
+        relu = _pick(past, (RELUS >> 1) & 1, relu)
+        t_end += tl.cdiv(K1, BLOCK_N)
+    if NSEG > 2:
+        past = pid_n >= t_end
+        t_beg, k_off, k_len, y_ptr = _pick(past, t_end, t_beg), _pick(past, K0 + K1, k_off), _pick(past, K2, k_len), \
+            _pick(past, y2_ptr, y_ptr)
+        syn, syc, syh, syw = _pick(past, s2n, syn), _pick(past, s2c, syc), _pick(past, s2h, syh), _pick(past, s2w, syw)
+        relu = _pick(past, (RELUS >> 2) & 1, relu)
+        t_end += tl.cdiv(K2, BLOCK_N)
+    if NSEG > 3:
+        past = pid_n >= t_end
+        t_beg, k_off, k_len, y_ptr = _pick(past, t_end, t_beg), _pick(past, K0 + K1 + K2, k_off), \
+            _pick(past, K3, k_len), _pick(past, y3_ptr, y_ptr)
+        syn, syc, syh, syw = _pick(past, s3n, syn), _pick(past, s3c, syc), _pick(past, s3h, syh), _pick(past, s3w, syw)
+        relu = _pick(past, (RELUS >> 3) & 1, relu)
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    m_ok = offs_m < M
+    n_img = offs_m // (P * Q)
+    pq = offs_m % (P * Q)
+    p = pq // Q
+    q = pq % Q
+    ih0 = p * step_h - pad_h
+    iw0 = q * step_w - pad_w
+    n_w = n_img.to(IDX)
+    x_row = n_w * sxn + ih0.to(IDX) * sxh + iw0.to(IDX) * sxw
+
+    k_loc = (pid_n - t_beg) * BLOCK_N + tl.arange(0, BLOCK_N)  # the channel in the segment
+    n_ok = k_loc < k_len
+    k_glob = (k_off + k_loc).to(IDX)  # the weight row
+    w_col = k_glob * swk
+
+    if FP64:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for c0 in range(0, C, BLOCK_K):
+        c = c0 + tl.arange(0, BLOCK_K)
+        c_ok = c < C
+        c_w = c.to(IDX)
+        a_ok = m_ok[:, None] & c_ok[None, :]
+        if POOL:
+            a = _pool_tile(x_ptr, x_row, c_w * sxc, ih0, iw0, H, W, a_ok, sxh, sxw, KH, KW, UPCAST, BLOCK_M,
+                           BLOCK_K)
+        else:
+            a = tl.load(x_ptr + x_row[:, None] + (c_w * sxc)[None, :], mask=a_ok, other=0.0)
+        b = tl.load(w_ptr + (c_w * swc)[:, None] + w_col[None, :], mask=c_ok[:, None] & n_ok[None, :], other=0.0)
+        acc = _mma(a, b, acc, FP64, UPCAST, DOT_PREC)
+
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + k_glob * sb, mask=n_ok, other=0.0).to(acc.dtype)[None, :]
+    if RELUS == (1 << NSEG) - 1:  # every segment's activation is relu (or none, below): no select
+        acc = tl.where(acc < 0, 0.0, acc)  # keeps NaN, as torch.relu
+    elif RELUS != 0:
+        acc = tl.where((acc < 0) & (relu != 0), 0.0, acc)
+    if CHANNELS_DENSE:  # every destination's channel stride is 1 (channels_last): vector stores
+        syc = 1
+    y_row = n_w * syn + p.to(IDX) * syh + q.to(IDX) * syw
+    y_ptrs = y_ptr + y_row[:, None] + (k_loc.to(IDX) * syc)[None, :]
+    tl.store(y_ptrs, to_out(acc, y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])

@@ -498,4 +498,16 @@ def conv2d_backward(grad_output, input, weight, output, stride, padding, dilatio
                              groups, activation, list(output_mask))
 
 
-IMPLS = {"conv2d": conv2d, "conv2d_backward": conv2d_backward}
+def conv2d_into(input, weight, bias, residual, stride, padding, dilation, groups, activation, out):
+    """fastcnn::conv2d's result written into ``out`` (a channel slice of a wider buffer, in the op's
+    memory format): the same plan as conv2d with out's pointer and strides for the store, so the
+    values are conv2d's bit for bit."""
+    if out.numel() == 0:
+        return
+    _check_grid(groups, "conv2d_into")
+    with device_guard(input):
+        _launch.run(plan_forward(input, weight, bias, residual, out, tuple(stride), tuple(padding), tuple(dilation),
+                                 groups, activation, _launch.target_of(input)))
+
+
+IMPLS = {"conv2d": conv2d, "conv2d_backward": conv2d_backward, "conv2d_into": conv2d_into}

@@ -79,6 +79,9 @@ NETS = {"lenet5": ({}, (2, 1, 28, 28)), "alexnet": ({"num_classes": 10}, (2, 3, 
 TRAIN_CHECKED = ("lenet5", "googlenet", "resnet18")  # the others: eval output (AlexNet's 58M-parameter
 # classifier makes its float64 gradients slow, and ResNet-50's blocks are ResNet-18's patterns)
 PATTERNS = {"lenet5": 2, "alexnet": 5, "googlenet": 59, "resnet18": 20, "resnet50": 53}
+# The network fusions on top (fuse(network_fusions=True), the default): GoogLeNet's 9 inception
+# blocks (a channel cat of conv branches), ResNet-50's layer1.0 (conv1 and the downsample: sibling 1x1s).
+NETWORK = {"googlenet": 9, "resnet50": 1}
 
 
 @pytest.mark.parametrize("name", list(NETS))
@@ -98,7 +101,8 @@ def test_fuse_plain_networks(name):
     n_pool = sum(isinstance(m, nn.MaxPool2d) for m in model.modules())
     assert sum(type(m) is fnn.Conv2d for m in fused.modules()) == n_conv
     assert sum(type(m) is fnn.MaxPool2d for m in fused.modules()) == n_pool
-    assert len(report.fused) == PATTERNS[name], str(report)
+    assert len(report.fused) == PATTERNS[name] + NETWORK.get(name, 0), str(report)
+    assert len(fastcnn.fuse(model, return_report=True, network_fusions=False)[1].fused) == PATTERNS[name]
     assert len(report.replaced) == n_conv + n_pool
     # the printed report names each converted module once (a conv heading a pattern only there)
     named = [line.split(":", 1)[0].split()[1] for line in str(report).splitlines()[1:]]

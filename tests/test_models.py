@@ -157,8 +157,13 @@ def rel(out, ref) -> float:
 # of 0 takes the other branch in one implementation and not the other, and the flipped element's
 # gradient, spread over its channel by the BN backward, moves whole gradients by ~1e-2 (seen in
 # ResNet-18 with one flip among 9216 elements while the forward errors of both sides were 1.0e-6).
-# The float64 tests hold every quantity to 1e-10 and eval mode holds float32 to TOL; this bound only
-# catches gross float32 train-mode errors.
+# Eval mode has the same branch points without the BN spreading them: F32_EVAL_GRAD (seen in
+# ResNet-50 eval at 2x3x64x64 once layer1.0's sibling 1x1 convs became one GEMM: a block-output
+# pre-activation of 4.1e-7 in layer3.1, below the 1.7e-5 float32 round-off of that block's input,
+# takes the other branch; the input gradient moves by 1.2e-3 while every output and the float32
+# forward of the block itself agree to 1e-6 and float64 holds 1e-10).
+# The float64 tests hold every quantity to 1e-10 and float32 outputs and buffers to TOL or 10x
+# PyTorch's float32 error; these bounds only catch gross float32 gradient errors.
 # Max-pool windows are the other branch point: where a window's two largest inputs lie within
 # float32 round-off of each other, float32 and float64 may pick different maxima, and the moved
 # gradient entry costs the input gradient up to ~1e-1 (GoogLeNet eval at 2x3x32x32: PyTorch's own
@@ -168,6 +173,7 @@ def rel(out, ref) -> float:
 # exact value of the function the float32 run chose, and the comparison stays tight.
 F32_FACTOR = 10.0
 F32_TRAIN_GRAD = 5e-2
+F32_EVAL_GRAD = 5e-3
 
 
 def _pool_choices(model, chosen=None):
@@ -230,7 +236,8 @@ def compare(ref, fm, x, dtype, call=None, ref64=None):
     base = max(rel(want[k], truth[k]) for k in truth)
     for k in bad:
         err = rel(got[k], truth[k])
-        bound = max(TOL[dtype], F32_FACTOR * base, F32_TRAIN_GRAD if fm.training and "gradient" in k else 0.0)
+        flip = (F32_TRAIN_GRAD if fm.training else F32_EVAL_GRAD) if "gradient" in k else 0.0
+        bound = max(TOL[dtype], F32_FACTOR * base, flip)
         assert err <= bound, (f"{k}: relative error {err:.3e} against float64 > {bound:.1e} "
                               f"(PyTorch float32's worst: {base:.3e})")
 

@@ -1,16 +1,16 @@
 """Ahead-of-time compile of the Triton kernels fastcnn launches, for sm_90a and sm_80, without a GPU.
 
 What is compiled is what the launchers would launch: each layer shape of LeNet-5, AlexNet, GoogLeNet
-and ResNet-50 (bench/shapes.py, at the GPU benchmark's batch) in bf16, fp16, fp32 and tf32, NCHW
-and channels_last, runs through the launchers' own plan code (kernels/_launch.py: collect() on meta
+and ResNet-50 (bench/shapes.py, at the GPU benchmark's batch) in bf16, fp16, fp32 and tf32, NCHW and
+channels_last, runs through the launchers' own plan code (kernels/_launch.py: collect() on meta
 tensors, planned for an H100/H200 or an A100), forward and backward (dgrad, wgrad, split-K
-reduction, the pools with and without indices, add_relu); on sm_90 again with the TMA forward on
-(FASTCNN_TRITON_TMA=1); and every candidate config of kernels/configs/candidates.json forced
-(FASTCNN_TRITON_CONFIG=<i>) on representative layers (CONFIG_LAYERS; --full: every layer). Each
-launch is specialised as JITFunction.run does (Triton's own binder: ints equal to 1 become
-constexprs, ints and pointers divisible by 16 get divisibility hints); launches that specialise
-the same are one variant (what Triton's cache shares, so they compile the same) and each variant
-is compiled once by triton.compile down to the cubin.
+reduction, the pools with and without indices, add_relu; the network fusions' conv1x1_into); on
+sm_90 again with the TMA forward on (FASTCNN_TRITON_TMA=1); and every candidate config of
+kernels/configs/candidates.json forced (FASTCNN_TRITON_CONFIG=<i>) on representative layers
+(CONFIG_LAYERS; --full: every layer). Each launch is specialised as JITFunction.run does (Triton's
+own binder: ints equal to 1 become constexprs, ints and pointers divisible by 16 get divisibility
+hints); launches that specialise the same are one variant (what Triton's cache shares, so they
+compile the same) and each variant is compiled once by triton.compile down to the cubin.
 
 It fails on a compile error, any register spill (ptxas's log), shared memory over the target's
 limit (227 KB on sm_90, 163 KB on sm_80), a tensor-core-eligible variant (16-bit or tf32,
@@ -131,6 +131,7 @@ def _layer_launches(layer, batch, dtype, layout, full=False):
         # training as the benchmark: every gradient but the network input's
         mask = [layer.name != "conv1", True, b is not None, r is not None]
         kconv.conv_backward(torch.empty_like(y), x, w, y, *geo, act, mask, family=layer.op)
+        _fused_launches(layer, batch, dtype, fmt)
     elif layer.op == "max_pool2d":
         geo = ((layer.R, layer.S), (layer.stride,) * 2, (layer.padding,) * 2, (layer.dilation,) * 2)
         out, idx = kpool.max_pool2d(x, *geo, layer.ceil_mode, True)  # training: the indices for backward
@@ -141,6 +142,38 @@ def _layer_launches(layer, batch, dtype, layout, full=False):
     elif layer.op == "add_relu":
         out = kadd.add_relu(x, t(batch, layer.C, layer.H, layer.W))
         kadd.add_relu_backward(torch.empty_like(out), out)
+
+
+def _fused_launches(layer, batch, dtype, fmt):
+    """The network fusions' conv1x1_into (issue 18) where a layer starts one: GoogLeNet's three 1x1
+    siblings (at branch1) and its pool projection (at branch4.1: the 3x3/1/1 ceil max-pool in the
+    operand load), each into its channel slice of the inception's concat buffer; ResNet-50
+    layer1.0's conv1 + downsample (at layer1.0.conv1: both 1x1 at stride 1 on the block input)."""
+    import torch
+
+    from fastcnn.bench import shapes
+    from fastcnn.kernels import conv1x1 as k1x1
+
+    def t(*shape):
+        return torch.empty(*shape, dtype=dtype, device="meta").contiguous(memory_format=fmt)
+
+    block, _, branch = layer.name.partition(".")
+    x = t(batch, layer.C, layer.H, layer.W)
+    if layer.net == "googlenet" and branch in ("branch1", "branch4.1"):
+        _, c1, r3, c3, r5, c5, pp = shapes.INCEPTION[block]
+        concat = t(batch, c1 + c3 + c5 + pp, layer.H, layer.W)
+        if branch == "branch1":  # the 1x1 branch's slice and the two reduces' own outputs
+            ks, outs, pool = (c1, r3, r5), [concat[:, :c1], t(batch, r3, layer.H, layer.W),
+                                            t(batch, r5, layer.H, layer.W)], []
+        else:
+            ks, outs, pool = (pp,), [concat[:, c1 + c3 + c5:]], [3, 3, 1, 1, 1, 1, 1]
+        w = t(sum(ks), layer.C, 1, 1)
+        k1x1.conv1x1_into(x, w, None, (1, 1), ["relu"] * len(ks), pool, outs)
+    elif layer.net == "resnet50" and layer.name == "layer1.0.conv1":
+        width, cout = layer.K, 4 * layer.K
+        w = t(width + cout, layer.C, 1, 1)
+        outs = [t(batch, width, layer.H, layer.W), t(batch, cout, layer.H, layer.W)]
+        k1x1.conv1x1_into(x, w, None, (1, 1), ["relu", "none"], [], outs)
 
 
 def _config_name(rec) -> str:

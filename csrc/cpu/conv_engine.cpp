@@ -144,14 +144,15 @@ void with_flags(bool a, bool b, bool c, F&& f) {
 template <typename T>
 inline T relu(T v) { return v < T(0) ? T(0) : v; }  // NaN stays NaN, as torch.relu
 
-// NHWC epilogue over `rows` output rows of K channels.
+// NHWC epilogue over `rows` output rows of K channels, out's rows ldo apart (K, or the channels
+// of the tensor a conv2d_into slice belongs to); the residual is dense.
 template <typename T>
-void epilogue_nhwc(T* __restrict out, int64_t rows, int64_t K, const T* __restrict bias, const T* __restrict res,
-                   bool do_relu) {
+void epilogue_nhwc(T* __restrict out, int64_t rows, int64_t K, int64_t ldo, const T* __restrict bias,
+                   const T* __restrict res, bool do_relu) {
   if (!bias && !res && !do_relu) return;
   with_flags(bias != nullptr, res != nullptr, do_relu, [&](auto HB, auto HR, auto RL) {
     for (int64_t i = 0; i < rows; ++i) {
-      T* o = out + i * K;
+      T* o = out + i * ldo;
       const T* r = HR ? res + i * K : nullptr;
       for (int64_t k = 0; k < K; ++k) {
         T v = o[k];
@@ -338,8 +339,10 @@ void col2im_nchw(const T* cols, const ConvGeom& g, int64_t n, int64_t grp, int64
 // ---------------------------------------------------------------------------------------------
 
 // wp: weight as [K, R, S, Cg] (NHWC) or [K, Cg, R, S] (NCHW), contiguous.
+// ldo: out's row stride (NHWC) or image stride (NCHW): g.K (g.K * P * Q) for a dense output.
 template <typename T>
-void forward_nhwc(const T* x, const T* wp, const T* bias, const T* res, const ConvGeom& g, bool do_relu, T* out) {
+void forward_nhwc(const T* x, const T* wp, const T* bias, const T* res, const ConvGeom& g, bool do_relu, T* out,
+                  int64_t ldo) {
   const int64_t M = g.N * g.P * g.Q, Cg = g.Cg(), Kg = g.Kg(), CRS = g.R * g.S * Cg;
   const bool direct = is_direct(g);
   const int64_t mc = chunk_rows(M, (direct ? 0 : CRS) + g.K, sizeof(T));
@@ -355,15 +358,16 @@ void forward_nhwc(const T* x, const T* wp, const T* bias, const T* res, const Co
           A = cols.get();
           lda = CRS;
         }
-        gemm<T>(false, true, rows, Kg, CRS, A, lda, wp + grp * Kg * CRS, CRS, false, out + m0 * g.K + grp * Kg, g.K);
+        gemm<T>(false, true, rows, Kg, CRS, A, lda, wp + grp * Kg * CRS, CRS, false, out + m0 * ldo + grp * Kg, ldo);
       }
-      epilogue_nhwc(out + m0 * g.K, rows, g.K, bias, res ? res + m0 * g.K : nullptr, do_relu);
+      epilogue_nhwc(out + m0 * ldo, rows, g.K, ldo, bias, res ? res + m0 * g.K : nullptr, do_relu);
     }
   });
 }
 
 template <typename T>
-void forward_nchw(const T* x, const T* wp, const T* bias, const T* res, const ConvGeom& g, bool do_relu, T* out) {
+void forward_nchw(const T* x, const T* wp, const T* bias, const T* res, const ConvGeom& g, bool do_relu, T* out,
+                  int64_t ldo) {
   const int64_t PQ = g.P * g.Q, HW = g.H * g.W, Cg = g.Cg(), Kg = g.Kg(), CRS = Cg * g.R * g.S;
   const bool direct = is_direct(g);
   const int64_t mc = chunk_rows(PQ, (direct ? 0 : CRS) + g.K, sizeof(T));
@@ -372,7 +376,7 @@ void forward_nchw(const T* x, const T* wp, const T* bias, const T* res, const Co
     auto cols = scratch<T>(direct ? 0 : mc * CRS);
     for (int64_t ci = cb; ci < ce; ++ci) {
       const int64_t n = ci / per_img, p0 = (ci % per_img) * mc, cnt = std::min(mc, PQ - p0);
-      T* o = out + n * g.K * PQ + p0;
+      T* o = out + n * ldo + p0;
       for (int64_t grp = 0; grp < g.G; ++grp) {
         const T* B = x + (n * g.C + grp * Cg) * HW + p0;
         int64_t ldb = HW;
@@ -392,7 +396,8 @@ void forward_nchw(const T* x, const T* wp, const T* bias, const T* res, const Co
 // slower than [Kg, CRS] x [CRS, rows] (66 vs 17 us at 2114x25x6, one core), so this path
 // computes the [Kg, pixels] tile and transposes it into the output rows. wp as forward_nhwc's.
 template <typename T>
-void forward_nhwc_few(const T* x, const T* wp, const T* bias, const T* res, const ConvGeom& g, bool do_relu, T* out) {
+void forward_nhwc_few(const T* x, const T* wp, const T* bias, const T* res, const ConvGeom& g, bool do_relu, T* out,
+                      int64_t ldo) {
   const int64_t PQ = g.P * g.Q, Cg = g.Cg(), Kg = g.Kg(), CRS = Cg * g.R * g.S;
   const bool direct = is_direct(g);
   const int64_t mc = chunk_rows(PQ, (direct ? 0 : CRS) + g.K, sizeof(T));
@@ -418,11 +423,11 @@ void forward_nhwc_few(const T* x, const T* wp, const T* bias, const T* res, cons
           }
           gemm<T>(false, true, Kg, cnt, CRS, wp + grp * Kg * CRS, CRS, B, ldb, false, tile.get(), cnt);
         }
-        T* o = out + m0 * g.K + grp * Kg;
+        T* o = out + m0 * ldo + grp * Kg;
         for (int64_t j = 0; j < cnt; ++j)
-          for (int64_t k = 0; k < Kg; ++k) o[j * g.K + k] = tile[k * cnt + j];
+          for (int64_t k = 0; k < Kg; ++k) o[j * ldo + k] = tile[k * cnt + j];
       }
-      epilogue_nhwc(out + m0 * g.K, cnt, g.K, bias, res ? res + m0 * g.K : nullptr, do_relu);
+      epilogue_nhwc(out + m0 * ldo, cnt, g.K, ldo, bias, res ? res + m0 * g.K : nullptr, do_relu);
     }
   });
 }
@@ -437,16 +442,14 @@ at::Tensor prepare_weight(const at::Tensor& w, MemoryFormat fmt) {
 // layout it wants.
 template <typename T>
 void forward_any(const T* x, const at::Tensor& w, const T* bias, const T* res, const ConvGeom& g, bool do_relu,
-                 MemoryFormat fmt, T* out) {
+                 MemoryFormat fmt, T* out, int64_t ldo = -1) {
+  const at::Tensor wp = prepare_weight(w, fmt);
   if (fmt != MemoryFormat::ChannelsLast) {
-    const at::Tensor wp = prepare_weight(w, fmt);
-    forward_nchw<T>(x, wp.data_ptr<T>(), bias, res, g, do_relu, out);
+    forward_nchw<T>(x, wp.data_ptr<T>(), bias, res, g, do_relu, out, ldo < 0 ? g.K * g.P * g.Q : ldo);
   } else if (g.Kg() < 16) {
-    const at::Tensor wp = prepare_weight(w, fmt);
-    forward_nhwc_few<T>(x, wp.data_ptr<T>(), bias, res, g, do_relu, out);
+    forward_nhwc_few<T>(x, wp.data_ptr<T>(), bias, res, g, do_relu, out, ldo < 0 ? g.K : ldo);
   } else {
-    const at::Tensor wp = prepare_weight(w, fmt);
-    forward_nhwc<T>(x, wp.data_ptr<T>(), bias, res, g, do_relu, out);
+    forward_nhwc<T>(x, wp.data_ptr<T>(), bias, res, g, do_relu, out, ldo < 0 ? g.K : ldo);
   }
 }
 
@@ -639,10 +642,12 @@ void conv_forward(const at::Tensor& x, const at::Tensor& w, const std::optional<
                   const std::optional<at::Tensor>& residual, const ConvGeom& g, Activation act, MemoryFormat fmt,
                   at::Tensor& out) {
   if (out.numel() == 0) return;
+  const int64_t L = slice_channels(out, fmt);  // out may be a channel slice (conv2d_into)
+  const int64_t ldo = fmt == MemoryFormat::ChannelsLast ? L : L * g.P * g.Q;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fastcnn_conv_forward_cpu", [&] {
     forward_any<scalar_t>(x.data_ptr<scalar_t>(), w, bias ? bias->data_ptr<scalar_t>() : nullptr,
                           residual ? residual->data_ptr<scalar_t>() : nullptr, g, act == Activation::ReLU, fmt,
-                          out.data_ptr<scalar_t>());
+                          out.data_ptr<scalar_t>(), ldo);
   });
 }
 
@@ -733,6 +738,21 @@ at::Tensor conv_forward_op(const at::Tensor& input, const at::Tensor& weight, co
   at::Tensor out = new_output({g.N, g.K, g.P, g.Q}, x.options().memory_format(efmt));
   conv_forward(x, w, b, r, g, act, efmt, out);
   return finish(out, fmt, dtype, efmt);
+}
+
+bool conv_forward_into(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                       const std::optional<at::Tensor>& residual, const ConvGeom& g, Activation act,
+                       at::Tensor& out) {
+  const MemoryFormat fmt = conv_memory_format(input, weight);
+  const auto dtype = input.scalar_type();
+  if (is_reduced(dtype) || (dtype == at::kFloat && prefer_onednn(g, ConvPass::Forward))) return false;
+  if (engine_format(g, fmt) != fmt) return false;
+  if (trace_enabled()) note_engine(g, fmt, dtype, false);
+  std::optional<at::Tensor> b, r;
+  if (bias) b = bias->contiguous();
+  if (residual) r = residual->contiguous(fmt);
+  conv_forward(input.contiguous(fmt), weight, b, r, g, act, fmt, out);
+  return true;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_backward_op(

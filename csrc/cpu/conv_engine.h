@@ -38,6 +38,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_backward(
 // caller; this checks dtypes (float16/bfloat16 computed in float32), allocates and runs.
 at::Tensor conv_forward_op(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                            const std::optional<at::Tensor>& residual, const ConvGeom& g, Activation act);
+// conv_forward_op's result written into `out` (a channel slice, conv2d_into) when the engine runs
+// the case in the op's own layout and dtype (float64, float32 without oneDNN); false (nothing
+// written) otherwise.
+bool conv_forward_into(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                       const std::optional<at::Tensor>& residual, const ConvGeom& g, Activation act,
+                       at::Tensor& out);
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_backward_op(
     const at::Tensor& grad, const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& out,
     const ConvGeom& g, Activation act, std::array<bool, 4> mask);

@@ -7,10 +7,12 @@
 // into a chunk tile, and the epilogue writes each segment (bias, activation) to its destination
 // with the destination's strides (a channel slice of a block output, or a buffer of its own).
 //
-// conv2d_into computes the convolution as conv2d does (oneDNN or the engine, bias and residual
-// included) and lets its last pass, the activation, write the slice: with ReLU that is the pass the
-// plain op makes anyway, so a branch written into its block slice costs no more than the branch
-// alone, and the torch.cat that followed it is gone.
+// conv2d_into: where the engine runs the case in the op's layout (float64; float32 without oneDNN)
+// its GEMM and epilogue write the slice directly. Otherwise (float32 through oneDNN, which writes
+// only its own dense buffers; float16/bfloat16; a geometry the engine runs in the other layout) the
+// convolution is computed as conv2d computes it and its last pass, the activation, writes the
+// slice: with ReLU that is the pass the plain op makes anyway, so the branch costs what it did and
+// the torch.cat after it is gone.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -215,6 +217,10 @@ void conv2d_into(const at::Tensor& input, const at::Tensor& weight, const std::o
   const ConvGeom g =
       check_conv2d_into("conv2d_into", input, weight, bias, residual, stride, padding, dilation, groups, out);
   if (out.numel() == 0) return;
+  at::Tensor dst = out;
+  if (conv_forward_into(input, weight, bias, residual, g, act, dst)) return;
+  // oneDNN (float32), a reduced dtype or an engine layout other than the op's: computed as conv2d
+  // computes it, then the activation pass writes the slice.
   const at::Tensor y = conv_forward_op(input, weight, bias, residual, g, Activation::None);
   if (act == Activation::ReLU) at::threshold_out(const_cast<at::Tensor&>(out), y, 0, 0);  // NaN kept
   else const_cast<at::Tensor&>(out).copy_(y);

@@ -8,8 +8,11 @@ torchvision checkpoint). Every BasicConv2d (conv -> BN(eps=0.001) -> ReLU) runs 
 ``fastcnn.nn.conv_bn_act`` (eval: one fastcnn op with the BN folded in; train: the conv op, then
 PyTorch's batch-statistics BN and ReLU); 1x1 convs run as ``conv1x1``; max-pools are fastcnn's.
 
-The four branch outputs are concatenated with ``torch.cat``: the fastcnn ops allocate their own
-outputs, so a branch cannot yet write into its channel slice of the concatenated tensor.
+Inception blocks run with the network fusions (``fastcnn.fusions``; ``network_fusions=False``
+switches them off, per model or per block via ``block.network_fusions``): in eval mode every branch
+writes its channel slice of the block output (no ``torch.cat``), the three 1x1 convs on the block
+input run as one GEMM, and the pool branch's 3x3/1 max-pool is taken inside its 1x1 projection, so
+a block is 4 conv ops; in train mode the three 1x1 convs still run as one GEMM.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import fusions
 from ..nn import Conv1x1, Conv2d, MaxPool2d, conv_bn_act
 
 __all__ = ["GoogLeNet", "GoogLeNetOutputs", "BasicConv2d", "Inception", "InceptionAux", "googlenet"]
@@ -63,7 +67,22 @@ class Inception(nn.Module):
             BasicConv2d(in_channels, pool_proj, kernel_size=1),
         )
 
+    network_fusions = True  # a plain attribute: not in the state_dict
+
+    def _steps(self):
+        def conv(b):
+            return fusions.ConvStep(b.conv, b.bn, "relu")
+
+        pool = fusions.PoolStep.from_module(self.branch4[0])
+        return [[conv(self.branch1)], [conv(self.branch2[0]), conv(self.branch2[1])],
+                [conv(self.branch3[0]), conv(self.branch3[1])], [pool, conv(self.branch4[1])]]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.network_fusions and x.dim() == 4:
+            steps = self._steps()
+            plan = fusions.branch_plan(x, steps)
+            if plan is not None:
+                return fusions.concat_branches(x, steps, plan)
         return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
 
 
@@ -87,7 +106,7 @@ class InceptionAux(nn.Module):
 class GoogLeNet(nn.Module):
     def __init__(self, num_classes: int = 1000, aux_logits: bool = True, transform_input: bool = False,
                  init_weights: bool = True, dropout: float = 0.2, dropout_aux: float = 0.7,
-                 paper_5x5: bool = False):
+                 paper_5x5: bool = False, network_fusions: bool = True):
         super().__init__()
         self.aux_logits = aux_logits
         self.transform_input = transform_input
@@ -124,6 +143,7 @@ class GoogLeNet(nn.Module):
         self.dropout = nn.Dropout(p=dropout)
         self.fc = nn.Linear(1024, num_classes)
 
+        self.set_network_fusions(network_fusions)
         if init_weights:
             for m in self.modules():
                 if isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -131,6 +151,13 @@ class GoogLeNet(nn.Module):
                 elif isinstance(m, nn.BatchNorm2d):
                     nn.init.constant_(m.weight, 1)
                     nn.init.constant_(m.bias, 0)
+
+    def set_network_fusions(self, on: bool) -> "GoogLeNet":
+        """Switch the inception blocks' network fusions on or off (both compute the same)."""
+        for m in self.modules():
+            if isinstance(m, Inception):
+                m.network_fusions = bool(on)
+        return self
 
     def _transform_input(self, x: torch.Tensor) -> torch.Tensor:
         if self.transform_input:
@@ -186,5 +213,6 @@ class GoogLeNet(nn.Module):
 def googlenet(num_classes: int = 1000, aux_logits: bool = True, transform_input: bool = False,
               **kwargs) -> GoogLeNet:
     """GoogLeNet with torchvision's layout and parameter names (``paper_5x5=True``: the paper's
-    5x5 convs in the "5x5" branch)."""
+    5x5 convs in the "5x5" branch; ``network_fusions=False``: the inception blocks as four separate
+    branches and a torch.cat)."""
     return GoogLeNet(num_classes=num_classes, aux_logits=aux_logits, transform_input=transform_input, **kwargs)

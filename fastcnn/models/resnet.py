@@ -7,7 +7,9 @@ checkpoint loads with ``strict=True``. Every conv -> BN (-> + identity) -> ReLU 
 ``fastcnn.nn.conv_bn_act``: in eval mode one fastcnn op with the BN folded into the conv and the
 residual add and ReLU in its epilogue; in train mode the conv op, PyTorch's batch-statistics BN,
 then one ``add_relu``. The 1x1 convs of the bottleneck and of the downsampling shortcut run as
-``conv1x1`` (a GEMM).
+``conv1x1`` (a GEMM). Where a bottleneck's first 1x1 and its shortcut's 1x1 read the input with
+the same stride (ResNet-50's layer1.0) they run as one GEMM (``fastcnn.fusions.siblings``;
+``network_fusions=False`` or ``block.network_fusions = False`` switches it off).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Sequence, Type, Union
 import torch
 import torch.nn as nn
 
+from .. import fusions
 from ..nn import Conv1x1, Conv2d, MaxPool2d, conv_bn_act
 
 __all__ = ["ResNet", "BasicBlock", "Bottleneck", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
@@ -77,17 +80,31 @@ class Bottleneck(nn.Module):
         self.downsample = downsample
         self.stride = stride
 
+    network_fusions = True  # a plain attribute: not in the state_dict
+
+    def _siblings(self) -> bool:
+        # conv1 and the shortcut's 1x1 read x with the same stride only where the stride sits on
+        # conv2 and the shortcut has none (v1.5: layer1.0); the strided blocks' shortcut reads
+        # every other pixel, a different GEMM operand.
+        d = self.downsample
+        return (self.network_fusions and isinstance(d, Downsample) and tuple(d[0].stride) == (1, 1)
+                and tuple(self.conv1.stride) == (1, 1))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = conv_bn_act(x, self.conv1, self.bn1, activation="relu")
+        if self._siblings():  # conv1 and the shortcut's conv as one GEMM over x
+            out, identity = fusions.siblings(x, [fusions.ConvStep(self.conv1, self.bn1, "relu"),
+                                                 fusions.ConvStep(self.downsample[0], self.downsample[1])])
+        else:
+            out = conv_bn_act(x, self.conv1, self.bn1, activation="relu")
+            identity = x if self.downsample is None else self.downsample(x)
         out = conv_bn_act(out, self.conv2, self.bn2, activation="relu")
-        identity = x if self.downsample is None else self.downsample(x)
         return conv_bn_act(out, self.conv3, self.bn3, residual=identity, activation="relu")
 
 
 class ResNet(nn.Module):
     def __init__(self, block: Type[Union[BasicBlock, Bottleneck]], layers: Sequence[int], num_classes: int = 1000,
                  zero_init_residual: bool = False, groups: int = 1, width_per_group: int = 64,
-                 replace_stride_with_dilation: Sequence[bool] | None = None):
+                 replace_stride_with_dilation: Sequence[bool] | None = None, network_fusions: bool = True):
         super().__init__()
         self.inplanes = 64
         self.dilation = 1
@@ -107,6 +124,7 @@ class ResNet(nn.Module):
         self.layer4 = self._make_layer(block, 512, layers[3], stride=2, dilate=replace_stride_with_dilation[2])
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(512 * block.expansion, num_classes)
+        self.set_network_fusions(network_fusions)
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -120,6 +138,13 @@ class ResNet(nn.Module):
                     nn.init.constant_(m.bn3.weight, 0)
                 elif isinstance(m, BasicBlock):
                     nn.init.constant_(m.bn2.weight, 0)
+
+    def set_network_fusions(self, on: bool) -> "ResNet":
+        """Switch the sibling-1x1 fusion (layer1.0 of the bottleneck ResNets) on or off."""
+        for m in self.modules():
+            if isinstance(m, Bottleneck):
+                m.network_fusions = bool(on)
+        return self
 
     def _make_layer(self, block: type[BasicBlock | Bottleneck], planes: int, blocks: int, stride: int = 1,
                     dilate: bool = False) -> nn.Sequential:
