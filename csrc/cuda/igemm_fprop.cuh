@@ -34,6 +34,11 @@
 //    the MMAs of the current stage and stored to shared memory after them (latency hidden behind
 //    one stage of math). Consecutive threads take consecutive rows: coalesced along W for NCHW.
 //  * B (packed weights, 16-byte aligned rows, zero-padded channels) always uses cp.async.
+//  * pooled (kPool, conv1x1_into with a max pool; 1x1 only): each A element / chunk is the max over
+//    its pool window (-inf padding, NaN wins), loaded to registers and stored after the MMAs as in
+//    the scalar path; the pooled tensor never exists.
+// Epilogue destinations: out/os, or (conv1x1_into, nseg > 0) per column segment its own pointer,
+// strides and ReLU flag (epilogue_store_segs).
 //
 // Pipeline invariants (per iteration kt, stage s = kt % STAGES):
 //   wait_group<STAGES-2>  -> this thread's copies of tile kt have landed;
