@@ -27,6 +27,7 @@ from test_add_relu import run_case as run_add_relu
 from test_max_pool2d import INT_TYPES, _ints, check_int_case
 from test_max_pool2d import run_case as run_max_pool2d
 from test_numerics import test_max_pool2d_empty_window as run_empty_window
+from test_fused_cuda_sim import sweep_conv1x1_into
 
 SIM = ("cuda-sim", "cpu")  # the (backend, device) pair of the op tests' run_case helpers
 
@@ -520,7 +521,8 @@ def _sweep_every_instantiation():
     """Small calls that reach each kernel instantiation through the routed ops: the conv family per
     dtype (fp64, fp32 exact, tf32, fp16, bf16) x 3x3 and 1x1 x every tile x vector/scalar loads
     and epilogue x every wgrad tile x its two operands' loaders x bias-grad loops; pool and add_relu
-    per dtype x every forced path. Each result is checked as in the tests above."""
+    per dtype x every forced path; conv1x1_into's pooled 1x1 kernels. Each result is checked as in
+    the tests above."""
     geoms = [(2, 16, 6, 5, 16, 3, 1, 1, 1, 1), (2, 16, 5, 6, 16, 1, 1, 0, 1, 1)]
     modes = [(torch.float64, False), (torch.float32, False), (torch.float32, True), (torch.float16, False),
              (torch.bfloat16, False)]
@@ -551,6 +553,7 @@ def _sweep_every_instantiation():
         for force in POOL_FORCES:
             with _cudasim.forced(force):
                 _int_pool_cases(dtype)
+    sweep_conv1x1_into()  # conv1x1_into's pooled 1x1 kernels (issue 18)
 
 
 def test_every_nvcc_kernel_runs():

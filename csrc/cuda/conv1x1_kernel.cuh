@@ -6,7 +6,9 @@
 // The kernels are the implicit-GEMM templates of igemm.cuh compiled with k1x1 = true: a valid GEMM
 // row's input pixel is always inside the input, so each A row is one fixed pointer (the GEMM reads
 // the NHWC input in place, the stride only subsamples rows) and the loaders skip the per-tap
-// coordinate arithmetic and bounds checks.
+// coordinate arithmetic and bounds checks. conv1x1_into uses the same entry point: ConvFpropParams'
+// segments route column ranges to their own outputs, its pool makes the loaders max-pool the input
+// (the kPool instantiations, which only this family has).
 #pragma once
 
 #include "cuda/conv2d_kernel.cuh"

@@ -31,9 +31,28 @@ inline int64_t conv_pad_channels(int64_t c, int64_t elem_size) {
   return (c + v - 1) / v * v;
 }
 
+// conv1x1_into's output segments: GEMM columns [previous k_end, k_end) go, with their own ReLU
+// flag, to y (strides ys, channel 0 = the segment's first column). 8 segments fit the kernel
+// parameter space easily (~48 bytes each); the launcher splits longer lists into several launches.
+constexpr int kMaxOutSegs = 8;
+struct ConvOutSeg {
+  void* y;
+  Strides4 ys;
+  int64_t k_end;
+  bool relu;
+};
+
+// A max pool (dilation 1, PyTorch semantics: -inf padding, NaN propagates) applied to the 1x1
+// GEMM's A operand as it is loaded; kh == 0: none. The geometry's P, Q are the pool's output size.
+struct ConvPool {
+  int kh, kw, sh, sw, ph, pw;
+};
+
 // out = act(conv(x, w) + bias + residual). Any strides for x, residual and out (the fast path is
 // channels-last with 16-byte aligned rows). `w` is the packed weight [K][R][S][cpad] (contiguous,
-// zero beyond C/G channels), cpad = conv_pad_channels(C/G, sizeof(T)).
+// zero beyond C/G channels), cpad = conv_pad_channels(C/G, sizeof(T)). With nseg > 0 (1x1, G = 1,
+// no residual) the columns go to seg[0..nseg) instead of y; with pool.kh > 0 (1x1 kernels only,
+// stride 1) A is the pooled input.
 struct ConvFpropParams {
   ConvGeom s;
   const void* x;
@@ -48,6 +67,9 @@ struct ConvFpropParams {
   bool relu;
   bool tf32;        // float only: TF32 tensor cores instead of exact FFMA
   int64_t num_sms;  // the device's multiprocessor count (tile choice)
+  int nseg;
+  ConvOutSeg seg[kMaxOutSegs];
+  ConvPool pool;
 };
 
 // dx = conv_transpose(g, w) with g = relu_mask(grad_output, out) (mask fused into the loads).

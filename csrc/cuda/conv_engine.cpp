@@ -206,15 +206,16 @@ TORCH_LIBRARY_FRAGMENT(fastcnn, m) {
   m.def(FASTCNN_CUDA_OP("weight_cache") "(bool clear=False) -> int[]", &weight_cache_op);
 }
 
-at::Tensor conv_forward_cuda(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                             const std::optional<at::Tensor>& residual, const ConvGeom& g, Activation act) {
-  check_cuda("conv2d", input, "input");
-  DeviceGuard guard(input.device());
-  const at::MemoryFormat fmt = conv_memory_format(input, weight);
-  at::Tensor out = new_output({g.N, g.K, g.P, g.Q}, input.options().memory_format(fmt));
-  if (out.numel() == 0) return out;
-  if (sm90_conv_forward(input, weight, bias, residual, g, act, tf32_allowed(input), out)) return out;  // sm90 path
+namespace {
 
+// The forward into `out` (any strides: a fresh tensor, or conv2d_into's channel slice; the
+// epilogue stores with out's strides, by 16-byte chunks only where run_fprop's vec_ok allows).
+// segs/nseg (conv1x1_into): the columns go to the segments instead (out: the first one, for the
+// layout); pool: conv1x1_into's pool on load (g.P, g.Q are then the pool's output size).
+void conv_forward_impl(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                       const std::optional<at::Tensor>& residual, const ConvGeom& g, Activation act,
+                       const at::Tensor& out, const ConvOutSeg* segs, int nseg, const ConvPool& pool) {
+  const at::MemoryFormat fmt = conv_memory_format(input, weight);
   const int64_t Cg = g.Cg();
   const int64_t cpad = conv_pad_channels(Cg, input.element_size());
   check_index_range("conv2d", g, cpad, 0);
@@ -235,10 +236,18 @@ at::Tensor conv_forward_cuda(const at::Tensor& input, const at::Tensor& weight, 
   p.rs = r.defined() ? strides4(r) : Strides4{0, 0, 0, 0};
   p.y = out.data_ptr();
   p.ys = strides4(out);
+  // The epilogue picks its C-tile layout from ys.c (1: channels-contiguous): a size-1 channel dim
+  // may carry any stride, so it is taken from the op's format.
+  if (out.size(1) == 1) p.ys.c = fmt == at::MemoryFormat::ChannelsLast ? 1 : g.P * g.Q;
   p.relu = act == Activation::ReLU;
   p.tf32 = tf32_allowed(input);
   p.num_sms = num_sms();
+  p.nseg = nseg;
+  for (int i = 0; i < nseg; ++i) p.seg[i] = segs[i];
+  p.pool = pool;
   const bool one = is_1x1(g);
+  TORCH_INTERNAL_ASSERT((nseg == 0 && pool.kh == 0) || (one && g.G == 1 && !residual.has_value()),
+                        "conv forward: segments and pool are for the 1x1 kernels");
   FASTCNN_CUDA_DISPATCH(input.scalar_type(), "fastcnn_conv_forward_cuda", [&] {
     if (one)
       launch_conv1x1_fprop<T>(p, stream);
@@ -246,7 +255,74 @@ at::Tensor conv_forward_cuda(const at::Tensor& input, const at::Tensor& weight, 
       launch_conv2d_fprop<T>(p, stream);
   });
   FASTCNN_KERNEL_LAUNCH_CHECK();
+}
+
+}  // namespace
+
+at::Tensor conv_forward_cuda(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                             const std::optional<at::Tensor>& residual, const ConvGeom& g, Activation act) {
+  check_cuda("conv2d", input, "input");
+  DeviceGuard guard(input.device());
+  const at::MemoryFormat fmt = conv_memory_format(input, weight);
+  at::Tensor out = new_output({g.N, g.K, g.P, g.Q}, input.options().memory_format(fmt));
+  if (out.numel() == 0) return out;
+  if (sm90_conv_forward(input, weight, bias, residual, g, act, tf32_allowed(input), out)) return out;  // sm90 path
+  conv_forward_impl(input, weight, bias, residual, g, act, out, nullptr, 0, ConvPool{});
   return out;
+}
+
+void conv_forward_into_cuda(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                            const std::optional<at::Tensor>& residual, const ConvGeom& g, Activation act,
+                            const at::Tensor& out) {
+  check_cuda("conv2d_into", input, "input");
+  DeviceGuard guard(input.device());
+  if (out.numel() == 0) return;
+  // The sm90 path only for a dense, 16-byte aligned out (what it gets from conv_forward_cuda): its
+  // query does not see the output's strides or alignment, and a channel slice has neither.
+  const at::MemoryFormat fmt = conv_memory_format(input, weight);
+  at::Tensor o = out;  // sm90_conv_forward takes a mutable reference; it writes the data, not the handle
+  if (out.is_contiguous(fmt) && (reinterpret_cast<uintptr_t>(out.data_ptr()) & 15) == 0 &&
+      sm90_conv_forward(input, weight, bias, residual, g, act, tf32_allowed(input), o))
+    return;
+  conv_forward_impl(input, weight, bias, residual, g, act, out, nullptr, 0, ConvPool{});
+}
+
+void conv1x1_into_cuda(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                       const ConvGeom& g, const std::vector<Activation>& acts, const ConvPool& pool,
+                       at::TensorList outs) {
+  check_cuda("conv1x1_into", input, "input");
+  DeviceGuard guard(input.device());
+  if (g.N * g.P * g.Q == 0 || g.K == 0) return;
+  TORCH_INTERNAL_ASSERT(acts.size() == outs.size() && !outs.empty(), "conv1x1_into: one activation per out");
+  const at::MemoryFormat fmt = conv_memory_format(input, weight);
+  // One launch per kMaxOutSegs segments (the GEMM over those weight rows); every list the models
+  // build (Inception's 3-4 branches) is one launch.
+  for (size_t s0 = 0; s0 < outs.size(); s0 += kMaxOutSegs) {
+    const size_t s1 = std::min(outs.size(), s0 + size_t(kMaxOutSegs));
+    int64_t k0 = 0;
+    for (size_t i = 0; i < s0; ++i) k0 += outs[i].size(1);
+    ConvOutSeg segs[kMaxOutSegs];
+    int nseg = 0;
+    int64_t k = 0;
+    for (size_t i = s0; i < s1; ++i) {
+      const int64_t ks = outs[i].size(1);
+      if (ks == 0) continue;  // an empty segment has no columns (and maybe no storage)
+      Strides4 st = strides4(outs[i]);
+      if (ks == 1) st.c = fmt == at::MemoryFormat::ChannelsLast ? 1 : g.P * g.Q;  // any stride: see conv_forward_impl
+      k += ks;
+      segs[nseg++] = ConvOutSeg{outs[i].data_ptr(), st, k, acts[i] == Activation::ReLU};
+    }
+    if (nseg == 0) continue;
+    ConvGeom gs = g;
+    gs.K = k;
+    const at::Tensor w = weight.narrow(0, k0, k);
+    std::optional<at::Tensor> b;
+    if (bias.has_value()) b = bias->narrow(0, k0, k);
+    // out: the first non-empty segment (its data pointer is not written through; it gives the layout).
+    size_t first = s0;
+    while (outs[first].size(1) == 0) ++first;
+    conv_forward_impl(input, w, b, std::nullopt, gs, Activation::None, outs[first], segs, nseg, pool);
+  }
 }
 
 namespace {

@@ -34,6 +34,11 @@
 //    the MMAs of the current stage and stored to shared memory after them (latency hidden behind
 //    one stage of math). Consecutive threads take consecutive rows: coalesced along W for NCHW.
 //  * B (packed weights, 16-byte aligned rows, zero-padded channels) always uses cp.async.
+//  * pooled (kPool, conv1x1_into with a max pool; 1x1 only): each A element / chunk is the max over
+//    its pool window (-inf padding, NaN wins), loaded to registers and stored after the MMAs as in
+//    the scalar path; the pooled tensor never exists.
+// Epilogue destinations: out/os, or (conv1x1_into, nseg > 0) per column segment its own pointer,
+// strides and ReLU flag (epilogue_store_segs).
 //
 // Pipeline invariants (per iteration kt, stage s = kt % STAGES):
 //   wait_group<STAGES-2>  -> this thread's copies of tile kt have landed;
@@ -49,6 +54,7 @@
 #pragma once
 
 #include <climits>
+#include <limits>
 
 #include "cuda/common.cuh"
 #include "cuda/conv2d_kernel.cuh"
@@ -92,6 +98,18 @@ struct GemmParams {
   bool relu;
   bool out_vec, res_vec;
   int ntiles_n;
+  // conv1x1_into (nseg > 0): column segments routed to their own outputs (replace out/os/relu);
+  // pool (pkh > 0, k1x1 only): A[m, c] is the max over the pkh x pkw window at (ya0 + yy*ya_mul,
+  // xa0 + xx*xa_mul), -inf outside the input.
+  int nseg;
+  struct Seg {
+    void* out;
+    Strides4 os;
+    int end;  // one past its last column
+    bool relu;
+    bool vec;  // 16-byte stores: aligned, channels-contiguous, first column a multiple of the vector
+  } seg[kMaxOutSegs];
+  int pkh, pkw;
 };
 
 constexpr int kInvalidCoord = INT_MIN / 4;  // a row coordinate that stays out of range after taps
@@ -109,7 +127,7 @@ int kmajor_smem_bytes(bool mask) {
 // ------------------------------------------------------------------------------------------------
 // K-major operand loader (fprop/dgrad)
 // ------------------------------------------------------------------------------------------------
-template <typename T, int BM, int BN, int THREADS, bool kVecA, bool k1x1, bool kMask>
+template <typename T, int BM, int BN, int THREADS, bool kVecA, bool k1x1, bool kMask, bool kPool = false>
 struct KMajorLoader {
   static constexpr int EPC = 16 / int(sizeof(T));  // elements per 16-byte chunk
   static constexpr int BKE = 64 / int(sizeof(T));  // K elements per tile
@@ -146,6 +164,7 @@ struct KMajorLoader {
   int64_t s_base;
   int s_y, s_x;
   T regs[kVecA ? 1 : A_EL];
+  Vec16<T> vregs[kVecA && kPool ? A_CH : 1];  // pooled vector path: the chunks, staged like regs
 
   // Pixel decomposition of row m (< M) into its A base offset and first tap coordinates.
   __device__ __forceinline__ void row_info(const GemmParams& p, int m, int g, int64_t& base, int& y, int& x) const {
@@ -269,6 +288,63 @@ struct KMajorLoader {
     }
   }
 
+  // max_pool2d's rule: larger, or NaN (a NaN anywhere in the window gives NaN).
+  template <typename A>
+  __device__ __forceinline__ static A pool_max(A m, A v) {
+    return (v > m || v != v) ? v : m;
+  }
+
+  // Pooled element: the max over the window whose origin (y, x) is at offset off (-inf padding).
+  __device__ __forceinline__ T pooled(const GemmParams& p, const T* a, int64_t off, int y, int x) const {
+    using A = typename Num<T>::acc_t;
+    A m = -std::numeric_limits<A>::infinity();
+    for (int wy = 0; wy < p.pkh; ++wy) {
+      if (unsigned(y + wy) >= unsigned(p.aY)) continue;
+      for (int wx = 0; wx < p.pkw; ++wx)
+        if (unsigned(x + wx) < unsigned(p.aX)) m = pool_max(m, to_acc(a[off + int64_t(wy) * p.as.h + int64_t(wx) * p.as.w]));
+    }
+    return from_acc<T>(m);
+  }
+
+  // Pooled vector path: A chunks of the next tile -> registers, each the elementwise max of the
+  // window's 16-byte chunks (zero for padding rows and past the last tap, as cp.async's zero fill).
+  __device__ __forceinline__ void load_a_pool_vec(const GemmParams& p) {
+    using A = typename Num<T>::acc_t;
+    const T* a = static_cast<const T*>(p.a);
+    const bool in_k = kr < p.nr;
+#pragma unroll
+    for (int i = 0; i < A_CH; ++i) {
+      Vec16<T> r;
+      if (a_y[i] == kInvalidCoord || !in_k) {
+#pragma unroll
+        for (int e = 0; e < EPC; ++e) r.v[e] = from_acc<T>(A(0));
+      } else {
+        A m[EPC];
+#pragma unroll
+        for (int e = 0; e < EPC; ++e) m[e] = -std::numeric_limits<A>::infinity();
+        const int64_t off = a_base[i] + a_tap;
+        for (int wy = 0; wy < p.pkh; ++wy) {
+          if (unsigned(a_y[i] + wy) >= unsigned(p.aY)) continue;
+          for (int wx = 0; wx < p.pkw; ++wx) {
+            if (unsigned(a_x[i] + wx) >= unsigned(p.aX)) continue;
+            const Vec16<T> v =
+                *reinterpret_cast<const Vec16<T>*>(a + off + int64_t(wy) * p.as.h + int64_t(wx) * p.as.w);
+#pragma unroll
+            for (int e = 0; e < EPC; ++e) m[e] = pool_max(m[e], to_acc(v.v[e]));
+          }
+        }
+#pragma unroll
+        for (int e = 0; e < EPC; ++e) r.v[e] = from_acc<T>(m[e]);
+      }
+      vregs[i] = r;
+    }
+  }
+
+  __device__ __forceinline__ void store_a_pool_vec(unsigned char* sA) const {
+#pragma unroll
+    for (int i = 0; i < A_CH; ++i) *reinterpret_cast<Vec16<T>*>(sA + dst + i * ROW_STEP * 64) = vregs[i];
+  }
+
   // Scalar path: A elements of the tile starting at K index k0 -> registers (masked).
   __device__ __forceinline__ void load_a_regs(const GemmParams& p, int k0, int tid) {
     const T* a = static_cast<const T*>(p.a);
@@ -282,11 +358,16 @@ struct KMajorLoader {
       const uint32_t r = fdiv(p.fd_ns, j);
       const int s = int(j) - int(r) * p.ns;
       const int y = s_y + int(r) * p.ya_kr, x = s_x + s * p.xa_ks;
-      const bool ok = int(r) < p.nr && c < p.a_cg && unsigned(y) < unsigned(p.aY) && unsigned(x) < unsigned(p.aX);
+      // Pooled: (y, x) is the window's origin, which may lie in the padding.
+      const bool ok = int(r) < p.nr && c < p.a_cg &&
+                      (kPool ? s_y != kInvalidCoord : unsigned(y) < unsigned(p.aY) && unsigned(x) < unsigned(p.aX));
       T v = from_acc<T>(typename Num<T>::acc_t(0));
       if (ok) {
         const int64_t off = s_base + int64_t(y) * p.as.h + int64_t(x) * p.as.w + int64_t(c) * p.as.c;
-        v = a[off];
+        if constexpr (kPool)
+          v = pooled(p, a, off, y, x);
+        else
+          v = a[off];
         if constexpr (kMask) v = relu_grad(v, mk[off]);
       }
       regs[e] = v;
@@ -526,6 +607,73 @@ __device__ __forceinline__ void epilogue_store(const GemmParams& p, const typena
   }
 }
 
+// conv1x1_into's epilogue: column n goes to the segment s with seg[s-1].end <= n < seg[s].end, at
+// that segment's strides (row_n: the row's image, row_yx: its (yy << 32) | xx). A 16-byte chunk
+// inside one vector-capable segment is one store; chunks across a boundary go element-wise.
+__device__ __forceinline__ int seg_of(const GemmParams& p, int n, int s) {
+  while (s + 1 < p.nseg && n >= p.seg[s].end) ++s;
+  return s;
+}
+
+template <typename T>
+__device__ __forceinline__ T* seg_dst(const GemmParams& p, int s, int64_t row_n, int64_t row_yx, int n) {
+  const auto& sg = p.seg[s];
+  const int col0 = s > 0 ? p.seg[s - 1].end : 0;
+  return static_cast<T*>(sg.out) + row_n * sg.os.n + (row_yx >> 32) * sg.os.h + (row_yx & 0xffffffff) * sg.os.w +
+         int64_t(n - col0) * sg.os.c;
+}
+
+template <typename T, int BM, int BN, int THREADS>
+__device__ __forceinline__ void epilogue_store_segs(const GemmParams& p, const typename Num<T>::acc_t* cs, bool mk,
+                                                    const int64_t* row_n, const int64_t* row_yx, int m0, int n0,
+                                                    int tid) {
+  using A = typename Num<T>::acc_t;
+  constexpr int EV = 16 / int(sizeof(T));
+  constexpr int ld_n = BN + 8, ld_m = BM + 8;
+  const T* bias = static_cast<const T*>(p.bias);
+  if (!mk) {
+    constexpr int CPR = BN / EV;
+    for (int id = tid; id < BM * CPR; id += THREADS) {
+      const int ml = id / CPR, nl = (id % CPR) * EV;
+      const int n = n0 + nl;
+      if (m0 + ml >= p.M || n >= p.Ngemm) continue;
+      A v[EV];
+#pragma unroll
+      for (int e = 0; e < EV; ++e) v[e] = cs[ml * ld_n + nl + e];
+      const int nv = p.Ngemm - n < EV ? p.Ngemm - n : EV;
+      if (bias != nullptr) {
+#pragma unroll
+        for (int e = 0; e < EV; ++e)
+          if (e < nv) v[e] += to_acc(bias[n + e]);
+      }
+      int s = seg_of(p, n, 0);
+      if (p.seg[s].vec && n + EV <= p.seg[s].end) {
+        Vec16<T> ov;
+#pragma unroll
+        for (int e = 0; e < EV; ++e) ov.v[e] = from_acc<T>(p.seg[s].relu ? relu_keep_nan(v[e]) : v[e]);
+        *reinterpret_cast<Vec16<T>*>(seg_dst<T>(p, s, row_n[ml], row_yx[ml], n)) = ov;
+      } else {
+#pragma unroll
+        for (int e = 0; e < EV; ++e) {
+          if (e >= nv) break;
+          s = seg_of(p, n + e, s);
+          *seg_dst<T>(p, s, row_n[ml], row_yx[ml], n + e) = from_acc<T>(p.seg[s].relu ? relu_keep_nan(v[e]) : v[e]);
+        }
+      }
+    }
+  } else {
+    for (int id = tid; id < BM * BN; id += THREADS) {
+      const int ml = id % BM, nl = id / BM;
+      const int n = n0 + nl;
+      if (m0 + ml >= p.M || n >= p.Ngemm) continue;
+      A v = cs[nl * ld_m + ml];
+      if (bias != nullptr) v += to_acc(bias[n]);
+      const int s = seg_of(p, n, 0);
+      *seg_dst<T>(p, s, row_n[ml], row_yx[ml], n) = from_acc<T>(p.seg[s].relu ? relu_keep_nan(v) : v);
+    }
+  }
+}
+
 // ------------------------------------------------------------------------------------------------
 // The fprop/dgrad kernel
 // ------------------------------------------------------------------------------------------------
@@ -533,11 +681,19 @@ __device__ __forceinline__ void epilogue_store(const GemmParams& p, const typena
 // its staged elements in registers and would spill under it. kMask (dgrad after a ReLU: p.mask is
 // the forward output) is a template parameter so that the no-mask main loop holds nothing of it:
 // as a run-time branch it cost the bf16 TcL loop 97 of its 382 instructions (SASS, sm_90).
-template <typename T, typename Cfg, bool kVecA, bool k1x1, bool kMask>
-__global__ void __launch_bounds__(Cfg::THREADS, kVecA ? Cfg::MIN_BLOCKS : 1) conv_kmajor_kernel(const GemmParams p) {
+// kPool (conv1x1_into with a pool; k1x1 only): A is staged through registers like the scalar path
+// (the window max cannot be a cp.async), by 16-byte chunks when kVecA. The cap holds for pooled
+// tiles whose threads stage at most 2 chunks (TcL: 151 -> 125 registers, 0 spills, 2 CTAs/SM); TcM
+// stages 4 and spilled 32-280 bytes under it (ptxas, sm_80/sm_90), so it stays uncapped.
+template <typename T, typename Cfg, bool kVecA, bool k1x1, bool kMask, bool kPool = false>
+__global__ void __launch_bounds__(Cfg::THREADS,
+                                  kVecA && (!kPool || Cfg::BM * 4 / Cfg::THREADS <= 2) ? Cfg::MIN_BLOCKS : 1)
+    conv_kmajor_kernel(const GemmParams p) {
   constexpr int BM = Cfg::BM, BN = Cfg::BN, THREADS = Cfg::THREADS, STAGES = Cfg::STAGES;
   constexpr int BKE = 64 / int(sizeof(T));
-  using Loader = KMajorLoader<T, BM, BN, THREADS, kVecA, k1x1, kMask>;
+  constexpr bool kAsyncA = kVecA && !kPool;
+  static_assert(!kPool || (k1x1 && !kMask), "pool on load: 1x1 fprop only");
+  using Loader = KMajorLoader<T, BM, BN, THREADS, kVecA, k1x1, kMask, kPool>;
   using Math = typename MathK<T, Cfg>::type;
   using A = typename Num<T>::acc_t;
 
@@ -565,8 +721,11 @@ __global__ void __launch_bounds__(Cfg::THREADS, kVecA ? Cfg::MIN_BLOCKS : 1) con
   for (int s = 0; s < STAGES - 1; ++s) {
     if (s < num_k) {
       ld.load_b(p, sB + s * BN * 64, tid);
-      if constexpr (kVecA) {
+      if constexpr (kAsyncA) {
         ld.load_a_async(p, sA + s * BM * 64, sM + s * BM * 64);
+      } else if constexpr (kPool && kVecA) {
+        ld.load_a_pool_vec(p);
+        ld.store_a_pool_vec(sA + s * BM * 64);
       } else {
         ld.load_a_regs(p, s * BKE, tid);
         ld.store_a_regs(sA + s * BM * 64, tid);
@@ -579,7 +738,7 @@ __global__ void __launch_bounds__(Cfg::THREADS, kVecA ? Cfg::MIN_BLOCKS : 1) con
   for (int kt = 0; kt < num_k; ++kt) {
     const int stage = kt % STAGES;
     cp_async_wait<STAGES - 2>();
-    if constexpr (kVecA) {
+    if constexpr (kAsyncA) {
       if constexpr (kMask) ld.mask_own(sA + stage * BM * 64, sM + stage * BM * 64);
     }
     __syncthreads();
@@ -587,15 +746,19 @@ __global__ void __launch_bounds__(Cfg::THREADS, kVecA ? Cfg::MIN_BLOCKS : 1) con
     const int lstage = lt % STAGES;
     if (lt < num_k) {
       ld.load_b(p, sB + lstage * BN * 64, tid);
-      if constexpr (kVecA)
+      if constexpr (kAsyncA)
         ld.load_a_async(p, sA + lstage * BM * 64, sM + lstage * BM * 64);
+      else if constexpr (kPool && kVecA)
+        ld.load_a_pool_vec(p);
       else
         ld.load_a_regs(p, lt * BKE, tid);
       ld.advance(p);
     }
     cp_async_commit();
     math.compute(sA + stage * BM * 64, sB + stage * BN * 64, tid);
-    if constexpr (!kVecA) {
+    if constexpr (kPool && kVecA) {
+      if (lt < num_k) ld.store_a_pool_vec(sA + lstage * BM * 64);
+    } else if constexpr (!kVecA) {
       if (lt < num_k) ld.store_a_regs(sA + lstage * BM * 64, tid);
     }
   }
@@ -619,16 +782,24 @@ __global__ void __launch_bounds__(Cfg::THREADS, kVecA ? Cfg::MIN_BLOCKS : 1) con
       const uint32_t rem = uint32_t(m) - n * uint32_t(p.rY * p.rX);
       const uint32_t yy = fdiv(p.fd_rX, rem);
       const uint32_t xx = rem - yy * uint32_t(p.rX);
-      ro = int64_t(n) * p.os.n + int64_t(p.yo0 + int(yy) * p.yo_mul) * p.os.h +
-           int64_t(p.xo0 + int(xx) * p.xo_mul) * p.os.w;
-      rr = int64_t(n) * p.rs.n + int64_t(yy) * p.rs.h + int64_t(xx) * p.rs.w;
+      if (p.nseg > 0) {  // segments: the coordinates (each segment has its own strides)
+        ro = int64_t(n);
+        rr = int64_t(yy) << 32 | int64_t(xx);
+      } else {
+        ro = int64_t(n) * p.os.n + int64_t(p.yo0 + int(yy) * p.yo_mul) * p.os.h +
+             int64_t(p.xo0 + int(xx) * p.xo_mul) * p.os.w;
+        rr = int64_t(n) * p.rs.n + int64_t(yy) * p.rs.h + int64_t(xx) * p.rs.w;
+      }
     }
     row_out[tid] = ro;
     row_res[tid] = rr;
   }
   math.store(cs, mk, ld_n, ld_m, tid);
   __syncthreads();
-  epilogue_store<T, BM, BN, THREADS>(p, cs, mk, row_out, row_res, m0, n0, g, tid);
+  if (p.nseg > 0)
+    epilogue_store_segs<T, BM, BN, THREADS>(p, cs, mk, row_out, row_res, m0, n0, tid);
+  else
+    epilogue_store<T, BM, BN, THREADS>(p, cs, mk, row_out, row_res, m0, n0, g, tid);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -644,6 +815,10 @@ void launch_kmajor_cfg(GemmParams gp, bool vec_a, int groups, cudaStream_t strea
                               : conv_kmajor_kernel<T, Cfg, true, k1x1, false>)
                       : (mask ? conv_kmajor_kernel<T, Cfg, false, k1x1, true>
                               : conv_kmajor_kernel<T, Cfg, false, k1x1, false>);
+  if constexpr (k1x1) {
+    if (gp.pkh > 0)
+      kernel = vec_a ? conv_kmajor_kernel<T, Cfg, true, true, false, true> : conv_kmajor_kernel<T, Cfg, false, true, false, true>;
+  }
   if (!allow_dynamic_smem(kernel, smem)) return;  // the error stays for the launcher's check
   // gridDim.z <= 65535: launch the groups in slices.
   for (int g0 = 0; g0 < groups; g0 += 65535) {
@@ -727,6 +902,15 @@ void run_fprop(const ConvFpropParams& p, bool tensor_core, cudaStream_t stream) 
   gp.bias = p.bias;
   gp.rs = p.rs;
   gp.relu = p.relu;
+  if (p.pool.kh > 0) {  // rows are the pool's output pixels; (ya0 + yy*ya_mul, ...) their window origins
+    gp.pkh = p.pool.kh;
+    gp.pkw = p.pool.kw;
+    gp.ya0 = -p.pool.ph;
+    gp.ya_mul = p.pool.sh;
+    gp.xa0 = -p.pool.pw;
+    gp.xa_mul = p.pool.sw;
+  }
+  gp.nseg = p.nseg;
   const int64_t nb = images_per_chunk(s.P * s.Q);
   for (int64_t n0 = 0; n0 < s.N; n0 += nb) {
     const int64_t cnt = s.N - n0 < nb ? s.N - n0 : nb;
@@ -737,6 +921,16 @@ void run_fprop(const ConvFpropParams& p, bool tensor_core, cudaStream_t stream) 
     const bool vec_a = vec_ok<T>(gp.a, gp.as, Cg) && FASTCNN_PICK("conv_vec", 1, 2);
     gp.out_vec = vec_ok<T>(gp.out, gp.os, Kg) && FASTCNN_PICK("conv_epi_vec", 1, 2);
     gp.res_vec = gp.res != nullptr && vec_ok<T>(gp.res, gp.rs, Kg) && FASTCNN_PICK("conv_epi_vec", 1, 2);
+    for (int i = 0; i < p.nseg; ++i) {
+      constexpr int64_t EV = 16 / int64_t(sizeof(T));
+      const int64_t col0 = i > 0 ? p.seg[i - 1].k_end : 0;
+      auto& sg = gp.seg[i];
+      sg.out = advance_ptr<T>(p.seg[i].y, n0 * p.seg[i].ys.n);
+      sg.os = p.seg[i].ys;
+      sg.end = int(p.seg[i].k_end);
+      sg.relu = p.seg[i].relu;
+      sg.vec = col0 % EV == 0 && vec_ok<T>(sg.out, sg.os, p.seg[i].k_end - col0) && FASTCNN_PICK("conv_epi_vec", 1, 2);
+    }
     launch_kmajor<T, k1x1>(gp, vec_a, tensor_core, int(s.G), p.num_sms, stream);
   }
 }
