@@ -45,6 +45,10 @@ BASELINE, FASTCNN_BACKEND = common.BASELINE, common.FASTCNN_BACKEND
 # auto backend; its speedup is over the same model unfused.
 FUSE = "fastcnn_fuse"
 PROVIDERS = {k: v + [FUSE] for k, v in common.PROVIDERS.items()}
+# The network fusions (fastcnn.fusions: GoogLeNet's blocks without cat, sibling 1x1 convs, the pool
+# in its projection) switched off, to measure them in the same run: the zoo model with
+# network_fusions=False, and fuse(base, network_fusions=False). Opt-in (--providers).
+NOFUSION = {"fastcnn_nofusion": "fastcnn", "fastcnn_fuse_nofusion": FUSE}
 # Offered, not run by default: max-autotune compiles for minutes per network.
 EXTRA_PROVIDERS = {"cpu": ["torch_compile"], "cuda": ["torch_compile_max_autotune"]}
 MODES = ("inference", "train")
@@ -121,7 +125,7 @@ def make_step(model, mode: str, x, target):
 
 @contextlib.contextmanager
 def _provider_context(provider: str):
-    if provider in FASTCNN_BACKEND or provider == FUSE:
+    if provider in FASTCNN_BACKEND or provider == FUSE or provider in NOFUSION:
         import fastcnn
 
         with fastcnn.backend(FASTCNN_BACKEND.get(provider, "auto")):
@@ -131,10 +135,16 @@ def _provider_context(provider: str):
 
 
 def _prepare(provider, base, fm, device, dtype, layout):
-    if provider == FUSE:
+    import copy
+
+    if provider in (FUSE, "fastcnn_fuse_nofusion"):
         import fastcnn
 
-        model = fastcnn.fuse(base)  # a deep copy
+        model = fastcnn.fuse(base, network_fusions=provider == FUSE)  # a deep copy
+    elif provider == "fastcnn_nofusion":
+        model = copy.deepcopy(fm)
+        if hasattr(model, "set_network_fusions"):
+            model.set_network_fusions(False)
     else:
         model = fm if provider in FASTCNN_BACKEND else base
     model = model.to(device=device, dtype=dtype)
