@@ -180,3 +180,24 @@ def test_resnet50_layer1_siblings():
     blk.network_fusions = False
     with torch.no_grad():
         assert_close(y, blk(x), torch.float64)
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_googlenet_bf16(mode):
+    """bf16 with the fusions (CPU backend) against float64: every quantity within BF16_FACTOR x the
+    worst error of PyTorch's own bf16 run of the network (test_models' rule)."""
+    import test_models as TM
+
+    ref, fm = TM.pair("googlenet", torch.bfloat16, fresh=True)
+    ref.train(mode == "train")
+    fm.train(mode == "train")
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64).to(torch.bfloat16)
+    got = TM.run(fm, x, fm)
+    want = TM.run(ref, x, ref)
+    ref64 = copy.deepcopy(ref).double()
+    ref64.zero_grad(set_to_none=True)
+    truth = TM.run(ref64, x.double(), ref64)
+    base = max(TM.rel(want[k], truth[k]) for k in truth if not k.startswith("buffer"))
+    bad = [f"{k}: {TM.rel(got[k], truth[k]):.3e}" for k in truth
+           if not k.startswith("buffer") and not TM.rel(got[k], truth[k]) <= TM.BF16_FACTOR * base]
+    assert not bad, f"bf16 error > {TM.BF16_FACTOR} x PyTorch bf16's worst {base:.3e}: " + "; ".join(bad)
