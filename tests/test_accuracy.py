@@ -77,3 +77,22 @@ def test_fp32_long_reductions_as_accurate_as_pytorch(case, target):
     for name, r, p, f in zip(names, ref, pt, fc):
         e_pt, e_fc = rel_err(p, r), rel_err(f, r)
         assert e_fc <= 2 * e_pt + 1e-9, f"{case} {name}: fastcnn {e_fc:.3e} vs PyTorch {e_pt:.3e}"
+
+
+@pytest.mark.parametrize("precision", ["bf16", "tf32"])
+def test_float32_stays_float32_under_reduced_onednn_precision(precision):
+    """torch.backends.mkldnn.conv.fp32_precision = "bf16" lets oneDNN compute float32 convs in bf16
+    (PyTorch's own conv then errs ~2e-3); fastcnn's CPU float32 conv keeps float32 accuracy."""
+    conv = getattr(torch.backends.mkldnn, "conv", None)
+    if conv is None or not hasattr(conv, "fp32_precision"):
+        pytest.skip("this torch has no torch.backends.mkldnn.conv.fp32_precision")
+    x = torch.randn(2, 64, 14, 14)
+    w = torch.randn(64, 64, 3, 3) / 24
+    ref = F.conv2d(x.double(), w.double(), padding=1)
+    old = conv.fp32_precision
+    conv.fp32_precision = precision
+    try:
+        y = FF.conv2d(x, w, padding=1, activation="relu")
+    finally:
+        conv.fp32_precision = old
+    assert rel_err(y, ref.relu()) < 1e-6

@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
+#include <torch/version.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/stack.h>
@@ -36,8 +37,24 @@ const c10::OperatorHandle* pointwise_binary_op() {
   return op;
 }
 
+// torch.backends.mkldnn(.conv).fp32_precision = "bf16" / "tf32" lets oneDNN compute float32 convs
+// in reduced precision; fastcnn's float32 stays float32 (every backend's contract), so it then
+// keeps its own engine. The knob's C++ API is the enum one from torch 2.13 (checked here); older
+// torches are not guarded.
+bool fp32_reduced_by_user() {
+#if defined(TORCH_VERSION_MAJOR) && (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 13))
+  auto& ctx = at::globalContext();
+  auto p = ctx.float32Precision(at::Float32Backend::MKLDNN, at::Float32Op::CONV);
+  if (p == at::Float32Precision::NONE) p = ctx.float32Precision(at::Float32Backend::MKLDNN, at::Float32Op::ALL);
+  return p == at::Float32Precision::TF32 || p == at::Float32Precision::BF16;
+#else
+  return false;
+#endif
+}
+
 bool onednn_enabled() {
-  return at::globalContext().userEnabledMkldnn() && pointwise_op() && pointwise_binary_op();
+  return at::globalContext().userEnabledMkldnn() && !fp32_reduced_by_user() && pointwise_op() &&
+         pointwise_binary_op();
 }
 
 // t with exactly the strides at::empty(t.sizes(), fmt) gives (what the fake kernels declare):
