@@ -132,7 +132,7 @@ CUDASIM_TESTS ?= tests
 # Under ASan (one order): the op tests, the fuzz at its CI budget, the error and numerics tests (issue 13;
 # fuzz + errors + numerics add ~45 s: 134 passed here), the in-place ops' kernel tests (issue 18).
 CUDASIM_ASAN_TESTS ?= tests/test_conv2d.py tests/test_conv1x1.py tests/test_max_pool2d.py tests/test_add_relu.py \
-  tests/test_fuzz.py tests/test_errors.py tests/test_numerics.py tests/test_fused_cuda_sim.py
+  tests/test_fuzz.py tests/test_errors.py tests/test_numerics.py tests/test_fused_cuda_sim.py tests/test_fused_ops.py
 ASAN_PRELOAD = $(shell $(CXX) -print-file-name=libasan.so 2>/dev/null) $(shell $(CXX) -print-file-name=libstdc++.so.6 2>/dev/null)
 ASAN_ENV = env FASTCNN_SIM_ASAN=1 ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD="$(ASAN_PRELOAD)"
 # The ASan phase fails unless the ASan module is the one that loads (else its cases would skip).
