@@ -370,6 +370,7 @@ def _rewrite_network(graph: fx.Graph, modules: dict, prefix: str, report: FuseRe
     """Channel cats of conv branches on one input -> fused_branches; sibling 1x1 convs with one
     stride on one input -> fused_siblings. Returns how many."""
     count = 0
+    names = {id(m): n for n, m in modules.items()}  # module -> its path, for get_attr
     for node in list(graph.nodes):
         parts = _cat_args(node) if node.graph is not None else None
         if not parts or not all(isinstance(p, fx.Node) and p.op == "call_module" and len(p.args) == 1
@@ -389,7 +390,6 @@ def _rewrite_network(graph: fx.Graph, modules: dict, prefix: str, report: FuseRe
                     attr[id(m)] = graph.get_attr(path)
                 return attr[id(m)]
 
-            names = {id(m): n for n, m in modules.items()}
             branches = []
             for spec in specs:
                 branch = []
@@ -422,7 +422,6 @@ def _rewrite_network(graph: fx.Graph, modules: dict, prefix: str, report: FuseRe
         elif node.op == "call_module" and len(node.args) == 1 and not node.kwargs:
             st = _module_steps(modules.get(node.target))
             if st is not None and len(st) == 1 and st[0][0] != "pool":
-                names = {id(m): n for n, m in modules.items()}
                 conv, bn, act = st[0]
                 spec = (names[id(conv)], names[id(bn)] if bn is not None else None, act, conv)
         if spec is None or not _is_1x1_spec((spec[3],)) or not isinstance(node.args[0], fx.Node):

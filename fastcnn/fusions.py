@@ -153,10 +153,7 @@ def siblings(x: Tensor, steps: Sequence[ConvStep]) -> tuple[Tensor, ...]:
     if all(s.foldable() for s in steps):
         w, b = _cat_weights(steps, [s.weights() for s in steps])
         return conv1x1_split(x, w, b, splits, [s.act() for s in steps], stride)
-    w = torch.cat([s.conv.weight for s in steps], 0)
-    b = None
-    if any(s.conv.bias is not None for s in steps):
-        b = torch.cat([s.conv.bias if s.conv.bias is not None else w.new_zeros(k) for s, k in zip(steps, splits)])
+    w, b = _stack([s.conv.weight for s in steps], [s.conv.bias for s in steps])
     outs = []
     for s, y in zip(steps, conv1x1_split(x, w, b, splits, ["none"] * len(steps), stride)):
         if s.bn is not None:
@@ -350,16 +347,21 @@ def branch_plan(x: Tensor, branches: Sequence[Sequence[object]]):
 _CAT_CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
 
 
+def _stack(ws, bs):
+    """The siblings' weights as one [sum K, C, 1, 1] weight and their biases as one vector (zeros
+    for a sibling without bias; None when none has one)."""
+    w = torch.cat(ws, 0)
+    if all(b is None for b in bs):
+        return w, None
+    return w, torch.cat([b if b is not None else wi.new_zeros(wi.shape[0]) for b, wi in zip(bs, ws)], 0)
+
+
 def _cat_weights(steps, parts):
     ws = [p[0] for p in parts]
     bs = [p[1] for p in parts]
-    has_bias = any(b is not None for b in bs)
 
     def build():
-        w = torch.cat(ws, 0)
-        if not has_bias:
-            return w, None
-        return w, torch.cat([b if b is not None else w.new_zeros(p.shape[0]) for b, p in zip(bs, ws)], 0)
+        return _stack(ws, bs)
 
     if len(ws) == 1:
         return ws[0], bs[0]
@@ -423,23 +425,15 @@ def concat_branches(x: Tensor, branches: Sequence[Sequence[object]], plan=None) 
 
 
 def _concat_train(x, branches, head_plans, convs):
-    """Batch-statistics BNs: the sibling 1x1 convs as one GEMM (raw segments), then each branch as
-    written (BN modules run, so running statistics update as in PyTorch), then torch.cat."""
+    """Batch-statistics BNs: the sibling 1x1 convs as one GEMM (``siblings``: raw segments, then
+    their BNs and ReLUs), then each branch as written (BN modules run, so running statistics update as in PyTorch), then torch.cat."""
     from .nn import conv_bn_act
 
-    first: dict[int, Tensor] = {}  # id(ConvStep) -> its raw output
+    first: dict[int, Tensor] = {}  # id(ConvStep) -> its output (BN and ReLU applied)
     for (kind, idx), stride, pool, segs in head_plans:
-        if kind != "cat" or len(idx) < 2:
-            continue
-        parts = [convs[i] for i in idx]
-        w = torch.cat([p.conv.weight for p in parts], 0)
-        b = None
-        if any(p.conv.bias is not None for p in parts):
-            b = torch.cat([p.conv.bias if p.conv.bias is not None else p.conv.weight.new_zeros(p.conv.out_channels)
-                           for p in parts], 0)
-        ys = conv1x1_split(x, w, b, [p.conv.out_channels for p in parts], ["none"] * len(parts), stride)
-        for p, y in zip(parts, ys):
-            first[id(p)] = y
+        if kind == "cat" and len(idx) >= 2:
+            parts = [convs[i] for i in idx]
+            first.update(zip(map(id, parts), siblings(x, parts)))
     outs = []
     for steps in branches:
         y = x
@@ -450,10 +444,6 @@ def _concat_train(x, branches, head_plans, convs):
                 y = max_pool2d(y, s.kernel_size, s.stride, s.padding, 1, s.ceil_mode)
             elif id(s) in first:
                 y = first[id(s)]
-                if s.bn is not None:
-                    y = s.bn(y)
-                if s.act() == "relu":
-                    y = torch.relu(y)
             else:
                 y = conv_bn_act(y, s.conv, s.bn, None, "relu" if s.act() == "relu" else None)
         outs.append(y)

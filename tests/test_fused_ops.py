@@ -114,14 +114,10 @@ def test_conv2d_into(layout, dtype, act, backend_device):
 
 def _inception(C, ch1, r3, ch3, r5, ch5, proj, dtype, device):
     from fastcnn.models.googlenet import Inception
+    from test_models import randomize_bn
 
     m = Inception(C, ch1, r3, ch3, r5, ch5, proj).to(device=device, dtype=dtype)
-    g = torch.Generator().manual_seed(7)
-    for bn in m.modules():
-        if isinstance(bn, nn.BatchNorm2d):
-            for t, lo, hi in ((bn.running_mean, -0.5, 0.5), (bn.running_var, 0.5, 2.0), (bn.weight, 0.5, 1.5),
-                              (bn.bias, -0.5, 0.5)):
-                t.data.copy_(torch.empty(t.shape).uniform_(lo, hi, generator=g))
+    randomize_bn(m, seed=7)
     return m
 
 

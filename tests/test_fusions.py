@@ -23,13 +23,9 @@ POOL_OPS = {"fastcnn.max_pool2d", "aten.max_pool2d", "aten.max_pool2d_with_indic
 
 
 def _randomize_bn(model):
-    g = torch.Generator().manual_seed(3)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            for t, lo, hi in ((m.running_mean, -0.3, 0.3), (m.running_var, 0.5, 2.0), (m.weight, 0.5, 1.5),
-                              (m.bias, -0.3, 0.3)):
-                t.data.copy_(torch.empty(t.shape).uniform_(lo, hi, generator=g))
-    return model
+    from test_models import randomize_bn
+
+    return randomize_bn(model, seed=3)
 
 
 def _zoo(fusions=True):
