@@ -16,6 +16,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #if defined(__CUDACC__) || defined(FASTCNN_SIMT)
 #define FASTCNN_DEVICE_CODE 1
@@ -145,6 +146,29 @@ struct alignas(16) Vec16 {
   T v[N];
 };
 
+// relu_grad over a 16-byte chunk. Packed halves (nvcc): one unordered greater-than mask per pair
+// (0xFFFF where out > 0 or NaN, __hgtu2_mask) and an AND -- 2 instructions per pair where the
+// compare is native (fp16; bf16 on sm_90) against ~9 through fp32 (SASS of the bf16 masked dgrad
+// loop: 145 of its 372 instructions). cuda-sim runs the element-wise rule, which is the definition.
+template <typename T>
+__device__ __forceinline__ Vec16<T> relu_grad_chunk(Vec16<T> g, const Vec16<T>& o) {
+#if !defined(FASTCNN_SIMT)
+  if constexpr (std::is_same<T, __nv_bfloat16>::value || std::is_same<T, __half>::value) {
+    using T2 = typename std::conditional<std::is_same<T, __half>::value, __half2, __nv_bfloat162>::type;
+    uint32_t* gw = reinterpret_cast<uint32_t*>(g.v);
+    const T2* o2 = reinterpret_cast<const T2*>(o.v);
+    const T2 zero = T2{};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) gw[i] &= __hgtu2_mask(o2[i], zero);
+  } else
+#endif
+  {
+#pragma unroll
+    for (int e = 0; e < Vec16<T>::N; ++e) g.v[e] = relu_grad(g.v[e], o.v[e]);
+  }
+  return g;
+}
+
 __device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
 // ------------------------------------------------------------------------------------------------
@@ -165,6 +189,23 @@ __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool v
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n) : "memory");
 }
 
+// The same, zero-filling unless (bits & mask) != 0: the test stays inside the asm, so ptxas makes
+// it one predicate (LOP3.LUT P) -- from `valid ? 16 : 0` on a bit of a mask NVVM built a shift, an
+// AND and a compare per chunk (KMajorLoader's validity bits).
+__device__ __forceinline__ void cp_async16_bits(uint32_t dst, const void* src, uint32_t bits, uint32_t mask) {
+  asm volatile(
+      "{\n .reg .pred p;\n .reg .b32 t, n;\n and.b32 t, %2, %3;\n setp.ne.b32 p, t, 0;\n"
+      " selp.b32 n, 16, 0, p;\n cp.async.cg.shared.global [%0], [%1], 16, n;\n}\n" ::"r"(dst),
+      "l"(src), "r"(bits), "r"(mask)
+      : "memory");
+}
+
+// x, as a value ptxas keeps in a register: near the register cap it recomputes values derived from
+// the thread index (S2R + the swizzle arithmetic) at every use instead, ~40 instructions per tile
+// in the 64x64-warp conv loop; a shuffle of a lane's own value (once, at kernel start, all lanes
+// active) is not something it rematerialises.
+__device__ __forceinline__ uint32_t pinned(uint32_t x) { return __shfl_sync(0xffffffffu, x, int(threadIdx.x & 31)); }
+
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 
 template <int N>
@@ -177,6 +218,12 @@ inline uint32_t smem_addr(const void* p, FASTCNN_SIMT_SITE_ARGS) { return simt::
 inline void cp_async16(uint32_t dst, const void* src, bool valid, FASTCNN_SIMT_SITE_ARGS) {
   simt::cp_async16(dst, src, valid ? 16 : 0, FASTCNN_SIMT_SITE);
 }
+
+inline void cp_async16_bits(uint32_t dst, const void* src, uint32_t bits, uint32_t mask, FASTCNN_SIMT_SITE_ARGS) {
+  simt::cp_async16(dst, src, (bits & mask) != 0 ? 16 : 0, FASTCNN_SIMT_SITE);
+}
+
+inline uint32_t pinned(uint32_t x) { return x; }
 
 inline void cp_async_commit(FASTCNN_SIMT_SITE_ARGS) { simt::cp_async_commit(FASTCNN_SIMT_SITE); }
 

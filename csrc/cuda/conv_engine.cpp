@@ -490,14 +490,30 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_backward_cuda(
   check_index_range("conv2d_backward", g, conv_pad_channels(g.Cg(), input.element_size()),
                     conv_pad_channels(g.Kg(), input.element_size()));
   const auto empty = [&] { return at::empty({0}, input.options()); };
+  // The ReLU gradient is materialised once (one elementwise pass, in the layout the kernels read)
+  // when the 3x3-style dgrad would apply the mask once per tap (R*S reads of it), when several
+  // passes consume it, or when it is an output anyway; a single 1x1 consumer masks on load.
+  // (cuda-sim's tests force either way: relu_grad_once.)
+  const int consumers = int(mask[0]) + int(mask[1]) + int(mask[2]);
+  const bool once = relu && consumers > 0 &&
+                    FASTCNN_PICK("relu_grad_once", (mask[3] || consumers > 1 || (mask[0] && g.R * g.S > 1)) ? 1 : 0, 2);
+  at::Tensor ga;
+  if (once) {
+    const at::MemoryFormat gfmt =
+        mask[3] || g.Kg() % chunk_elems(grad_output) != 0 ? fmt : at::MemoryFormat::ChannelsLast;
+    ga = conv_preact_grad(grad_output, output, gfmt, true);
+  }
+  const at::Tensor& gsrc = once ? ga : grad_output;
+  const bool load_mask = relu && !once;
   GradOperands go{};
-  if (mask[0] || mask[1] || mask[2]) go = grad_operands(grad_output, output, g, fmt, relu);
-  Sm90Backward hopper(grad_output, input, weight, output, g, act, tf32_allowed(input));  // cuda/sm90_dispatch.h
+  if (consumers > 0) go = grad_operands(gsrc, output, g, fmt, load_mask);
+  Sm90Backward hopper(gsrc, input, weight, output, g, load_mask ? act : Activation::None,
+                      tf32_allowed(input));  // cuda/sm90_dispatch.h
   // Braced initialisation evaluates left to right: the passes run in this order.
   return {mask[0] ? conv_dgrad(go, input, weight, g, fmt, hopper) : empty(),
           mask[1] ? conv_wgrad(go, input, weight, g, hopper) : empty(),
           mask[2] ? conv_bias_grad(go, input, g) : empty(),
-          mask[3] ? conv_preact_grad(grad_output, output, fmt, relu) : empty()};
+          mask[3] ? (once ? ga : conv_preact_grad(grad_output, output, fmt, relu)) : empty()};
 }
 
 }  // namespace cuda

@@ -41,12 +41,14 @@ struct SimtCfg {
   static_assert(THREADS_M % 4 == 0 && THREADS_N % 8 == 0, "SIMT thread tiling");
 };
 
-// Tensor-core tiles for fprop/dgrad. 128x128 with 8 warps of 64x32: 64 fp32 accumulators per
-// thread, 2 CTAs/SM (~100 KB shared with the ReLU-mask stages; registers capped at 128 -- the 1x1
-// variant took 154 uncapped, i.e. 1 CTA/SM, and fits 125 capped without spills), 16 MMAs per
-// 6 ldmatrix.x4 per k-step. Narrower N tiles for layers with few output channels (64: ResNet layer1; 32: LeNet,
-// grouped convs), where a 128-wide tile would be mostly padding.
-using TcL = TcCfg<128, 128, 64, 32, 4, 2>;
+// Tensor-core tiles for fprop/dgrad. TcL: 128x128 with 4 warps of 64x64 (CUTLASS's 128x128_32x4
+// shape): 128 fp32 accumulators and up to 255 registers per thread, 2 CTAs/SM (64 KB of stages,
+// 96 KB with the ReLU mask's), 32 MMAs per 8 ldmatrix.x4 per k-step. With 8 warps of 64x32 (16
+// MMAs per 6 ldmatrix, 128-register cap for 2 CTAs/SM) the bf16 loop was 236 instructions per 32
+// HMMA, 13.6% (sm_90 SASS; bench/results/sass_mainloop.csv, label precomputed-iterator).
+// Narrower N tiles for layers with few output channels (64: ResNet layer1; 32: LeNet, grouped
+// convs), where a 128-wide tile would be mostly padding.
+using TcL = TcCfg<128, 128, 64, 64, 4, 2>;
 using TcM = TcCfg<128, 64, 64, 32, 4, 4>;
 using TcS = TcCfg<128, 32, 32, 32, 4>;
 // CUDA-core tiles (exact fp32, fp64). fp32 8x8 per thread (16 shared loads per 64 FFMA): ~158

@@ -88,6 +88,9 @@ struct GemmParams {
   // B operand
   const void* b;
   int64_t ldb, b_tap0, b_kr, b_ks;
+  // vector path: byte increments of the A/B tap offsets when the tap moves one step along S
+  // (channel wrap included) and, on top, when S wraps into the next R (tap_increments)
+  int64_t a_inc_s, a_inc_r, b_inc_s, b_inc_r;
   // epilogue
   void* out;
   Strides4 os;
@@ -141,25 +144,26 @@ struct KMajorLoader {
   // dst + i * ROW_STEP * 64 bytes of a stage (one precomputed offset, the rest immediates).
   static_assert(ROW_STEP % 8 == 0, "chunk rows share the swizzle");
 
-  // Precomputed iterator (CUTLASS's idea): what the main loop needs is kept per thread -- row
-  // offsets, the tap's offset from them, the stage offset -- and advanced by additions; the
-  // 64-bit products (coordinates x strides) run once per tap change, not per chunk per tile.
-  // With the ldmatrix offsets of TcMathK::init: bf16 TcL loop 261 -> 236 instructions per 32 HMMA,
-  // TcM 359 -> 265 (sm_90, bench/results/sass_mainloop.csv); under the 128-register cap ptxas still
-  // rematerialises the B row offsets each tile, and the tap-change branch counts in the loop body.
-  int col;         // this thread's chunk column (0..3)
-  int kc, ks, kr;  // K decomposition of the chunk column at the next tile to load
-  int dy, dx;      // kr * ya_kr, ks * xa_ks: the tap's coordinate shift
-  int64_t a_tap;   // dy * as.h + dx * as.w + kc: the tap's offset from a row's a_base (vector path)
-  int64_t b_tap;   // b_tap0 + kr * b_kr + ks * b_ks + kc: the B offset of the tap
-  uint32_t dst;    // byte offset of this thread's first chunk in a stage
-  // vector path: per A chunk row, the offset of its first tap (may be negative: padding), and the
-  // tap's coordinates (bounds checks)
-  int64_t a_base[kVecA ? A_CH : 1];
-  int a_y[kVecA ? A_CH : 1], a_x[kVecA ? A_CH : 1];
-  // B rows
-  int64_t b_base[B_CH];
-  bool b_ok[B_CH];
+  // Precomputed iterator (CUTLASS's idea). Vector path, per thread: one byte pointer per A chunk
+  // row, already at the current tap and channel, one B pointer (its rows are ROW_STEP * ldb apart),
+  // and per A row the taps that stay inside the input as bitmasks (tap_ok: bit r for R, bit
+  // 16 + s for S, CUTLASS's filter masks). A tile is per chunk a 64-bit add, a predicate and a
+  // cp.async; a tap change adds the host's increments (tap_increments) and tests each row's
+  // bitmask against the tap's two bits. Every offset stays 64-bit.
+  // Before (row offsets + tap offset recombined and bounds-checked per chunk per tile, 8 warps of
+  // 64x32): bf16 TcL loop 236 instructions per 32 HMMA (sm_90, bench/results/sass_mainloop.csv).
+  static constexpr int kMaxTaps = 16;  // per filter dimension (the host takes the scalar path beyond)
+  int col;          // this thread's chunk column (0..3)
+  int kc, ks, kr;   // K decomposition of the chunk column at the next tile to load
+  uint32_t ok;      // bit i: A chunk i loads at this tap; bit A_CH + i: B chunk i
+  uint32_t b_rows;  // bit A_CH + i: B row i exists (constant)
+  uint32_t dst;     // byte offset of this thread's first chunk in a stage
+  // vector path: per A chunk row, its pointer at the next tile (outside the tensor when the tap
+  // lies in the padding; never dereferenced there) and its tap bitmask (0: no such row)
+  const unsigned char* a_ptr[kVecA ? A_CH : 1];
+  uint32_t tap_ok[kVecA ? A_CH : 1];
+  int a_y[kPool ? A_CH : 1], a_x[kPool ? A_CH : 1];  // pooled: the window origins
+  const unsigned char* b_ptr;                        // B row 0 at the next tile
   // scalar path: this thread's single row, and the staged elements
   int64_t s_base;
   int s_y, s_x;
@@ -191,86 +195,117 @@ struct KMajorLoader {
     ks = p.ns > 0 ? j % p.ns : 0;
     kr = p.ns > 0 ? j / p.ns : 0;
     if constexpr (kVecA) {
+      const unsigned char* a = static_cast<const unsigned char*>(p.a);
+      const int64_t tap = int64_t(kr) * p.ya_kr * p.as.h + int64_t(ks) * p.xa_ks * p.as.w + kc;
 #pragma unroll
       for (int i = 0; i < A_CH; ++i) {
         const int row = (tid >> 2) + i * ROW_STEP;
-        row_info(p, m0 + row, g, a_base[i], a_y[i], a_x[i]);
-        if (a_y[i] != kInvalidCoord) a_base[i] += int64_t(a_y[i]) * p.as.h + int64_t(a_x[i]) * p.as.w;
+        int64_t base;
+        int y, x;
+        row_info(p, m0 + row, g, base, y, x);
+        uint32_t bits = 0;
+        if (y != kInvalidCoord) {
+          base += int64_t(y) * p.as.h + int64_t(x) * p.as.w;
+          if (k1x1 || kPool) {  // 1x1 without padding / pooled: the row's only tap is always loaded
+            bits = 1u | (1u << kMaxTaps);
+          } else {
+            for (int r = 0; r < p.nr; ++r) bits |= uint32_t(unsigned(y + r * p.ya_kr) < unsigned(p.aY)) << r;
+            for (int t = 0; t < p.ns; ++t) bits |= uint32_t(unsigned(x + t * p.xa_ks) < unsigned(p.aX)) << (kMaxTaps + t);
+          }
+        }
+        tap_ok[i] = bits;
+        if constexpr (kPool) {
+          a_y[i] = y;
+          a_x[i] = x;
+        }
+        a_ptr[i] = a + (base + tap) * int64_t(sizeof(T));
       }
     } else {
       row_info(p, m0 + tid % BM, g, s_base, s_y, s_x);
     }
+    b_rows = 0;
 #pragma unroll
     for (int i = 0; i < B_CH; ++i) {
       const int row = (tid >> 2) + i * ROW_STEP;
-      const int n = n0 + row;
-      b_ok[i] = row < BN && n < p.Ngemm;
-      b_base[i] = b_ok[i] ? (int64_t(g) * p.Ngemm + n) * p.ldb : 0;
+      b_rows |= uint32_t(row < BN && n0 + row < p.Ngemm) << (A_CH + i);
     }
-    dst = uint32_t(kmajor_chunk(tid >> 2, col) * 16);
-    set_tap(p);
+    b_ptr = static_cast<const unsigned char*>(p.b) +
+            ((int64_t(g) * p.Ngemm + n0 + (tid >> 2)) * p.ldb + p.b_tap0 + int64_t(kr) * p.b_kr +
+             int64_t(ks) * p.b_ks + kc) * int64_t(sizeof(T));
+    b_rows = pinned(b_rows);
+    dst = pinned(uint32_t(kmajor_chunk(tid >> 2, col) * 16));
+    set_ok(p);
   }
 
-  __device__ __forceinline__ void set_tap(const GemmParams& p) {
-    dy = kr * p.ya_kr;
-    dx = ks * p.xa_ks;
-    a_tap = int64_t(dy) * p.as.h + int64_t(dx) * p.as.w + kc;
-    b_tap = p.b_tap0 + int64_t(kr) * p.b_kr + int64_t(ks) * p.b_ks + kc;
+  // The chunks' validity at the current tap (vector path; the scalar path checks per element).
+  __device__ __forceinline__ void set_ok(const GemmParams& p) {
+    if (kr >= p.nr) {  // past the last tap (a K tail): zero fill
+      ok = 0;
+      return;
+    }
+    uint32_t v = b_rows;
+    if constexpr (kVecA) {
+      const uint32_t sel = (1u << kr) | (1u << (kMaxTaps + ks));
+#pragma unroll
+      for (int i = 0; i < A_CH; ++i) v |= uint32_t((tap_ok[i] & sel) == sel) << i;
+    }
+    ok = v;
   }
 
-  // Next tile: BKE further along the channels of the tap; past cpad, the next tap(s).
+  __device__ __forceinline__ void step_a(int64_t d) {
+    if constexpr (kVecA) {
+#pragma unroll
+      for (int i = 0; i < A_CH; ++i) a_ptr[i] += d;
+    }
+  }
+
+  // Next tile: BKE further along the channels of the tap; past cpad, the next tap(s), by the
+  // host's increments (one tile may cross several taps when cpad < BKE).
   __device__ __forceinline__ void advance(const GemmParams& p) {
     kc += BKE;
-    a_tap += BKE;
-    b_tap += BKE;
+    step_a(64);
+    b_ptr += 64;
     if (kc >= p.cpad) {
       do {
         kc -= p.cpad;
+        int64_t da = p.a_inc_s, db = p.b_inc_s;
         if (++ks == p.ns) {
           ks = 0;
           ++kr;
+          da += p.a_inc_r;
+          db += p.b_inc_r;
         }
+        step_a(da);
+        b_ptr += db;
       } while (kc >= p.cpad);
-      set_tap(p);
+      set_ok(p);
     }
   }
 
-  // B chunks of the next tile -> stage sB (cp.async).
-  __device__ __forceinline__ void load_b(const GemmParams& p, unsigned char* sB, int tid) const {
-    const T* b = static_cast<const T*>(p.b);
-    const uint32_t s = smem_addr(sB) + dst;
-    const bool in_k = kr < p.nr;
+  // B chunks of the next tile -> the stage at shared address sB (cp.async).
+  __device__ __forceinline__ void load_b(const GemmParams& p, uint32_t sB, int tid) const {
+    const uint32_t s = sB + dst;
+    const int64_t rs = int64_t(ROW_STEP) * p.ldb * int64_t(sizeof(T));
 #pragma unroll
     for (int i = 0; i < B_CH; ++i) {
       const int row = (tid >> 2) + i * ROW_STEP;
       if (B_CH * THREADS > BN * 4 && row >= BN) break;
-      const bool ok = b_ok[i] && in_k;
-      cp_async16(s + uint32_t(i * ROW_STEP * 64), ok ? b + b_base[i] + b_tap : b, ok);
+      cp_async16_bits(s + uint32_t(i * ROW_STEP * 64), b_ptr + i * rs, ok, 1u << (A_CH + i));
     }
   }
 
-  // Vector path: A chunks (and the mask's) of the next tile -> stage (cp.async).
-  __device__ __forceinline__ void load_a_async(const GemmParams& p, unsigned char* sA, unsigned char* sM) const {
-    const T* a = static_cast<const T*>(p.a);
-    [[maybe_unused]] const T* mk = static_cast<const T*>(p.mask);
-    const uint32_t sa = smem_addr(sA) + dst;
-    [[maybe_unused]] const uint32_t sm = kMask ? smem_addr(sM) + dst : 0u;
-    const bool in_k = kr < p.nr;
+  // Vector path: A chunks (and the mask's, at the same offsets from p.mask) of the next tile ->
+  // stage (cp.async).
+  __device__ __forceinline__ void load_a_async(const GemmParams& p, uint32_t sA, uint32_t sM) const {
+    const uint32_t sa = sA + dst;
+    [[maybe_unused]] const uint32_t sm = sM + dst;
+    [[maybe_unused]] const int64_t mdelta =
+        kMask ? static_cast<const unsigned char*>(p.mask) - static_cast<const unsigned char*>(p.a) : 0;
 #pragma unroll
     for (int i = 0; i < A_CH; ++i) {
-      bool ok;
-      if constexpr (k1x1) {
-        // 1x1 without padding: a valid row's coordinate is always inside the input (fprop:
-        // p*sh < H; dgrad phase (0,0): h/sh < P).
-        ok = a_y[i] != kInvalidCoord && in_k;
-      } else {
-        const int y = a_y[i] + dy, x = a_x[i] + dx;
-        ok = in_k && unsigned(y) < unsigned(p.aY) && unsigned(x) < unsigned(p.aX);
-      }
-      const int64_t off = a_base[i] + a_tap;
       const uint32_t d = uint32_t(i * ROW_STEP * 64);
-      cp_async16(sa + d, ok ? a + off : a, ok);
-      if constexpr (kMask) cp_async16(sm + d, ok ? mk + off : mk, ok);
+      cp_async16_bits(sa + d, a_ptr[i], ok, 1u << i);
+      if constexpr (kMask) cp_async16_bits(sm + d, a_ptr[i] + mdelta, ok, 1u << i);
     }
   }
 
@@ -280,11 +315,9 @@ struct KMajorLoader {
 #pragma unroll
     for (int i = 0; i < A_CH; ++i) {
       const int d = int(dst) + i * ROW_STEP * 64;
-      Vec16<T> gv = *reinterpret_cast<const Vec16<T>*>(sA + d);
+      const Vec16<T> gv = *reinterpret_cast<const Vec16<T>*>(sA + d);
       const Vec16<T> ov = *reinterpret_cast<const Vec16<T>*>(sM + d);
-#pragma unroll
-      for (int e = 0; e < EPC; ++e) gv.v[e] = relu_grad(gv.v[e], ov.v[e]);
-      *reinterpret_cast<Vec16<T>*>(sA + d) = gv;
+      *reinterpret_cast<Vec16<T>*>(sA + d) = relu_grad_chunk(gv, ov);
     }
   }
 
@@ -310,25 +343,22 @@ struct KMajorLoader {
   // window's 16-byte chunks (zero for padding rows and past the last tap, as cp.async's zero fill).
   __device__ __forceinline__ void load_a_pool_vec(const GemmParams& p) {
     using A = typename Num<T>::acc_t;
-    const T* a = static_cast<const T*>(p.a);
-    const bool in_k = kr < p.nr;
 #pragma unroll
     for (int i = 0; i < A_CH; ++i) {
       Vec16<T> r;
-      if (a_y[i] == kInvalidCoord || !in_k) {
+      if ((ok & (1u << i)) == 0) {
 #pragma unroll
         for (int e = 0; e < EPC; ++e) r.v[e] = from_acc<T>(A(0));
       } else {
         A m[EPC];
 #pragma unroll
         for (int e = 0; e < EPC; ++e) m[e] = -std::numeric_limits<A>::infinity();
-        const int64_t off = a_base[i] + a_tap;
+        const T* src = reinterpret_cast<const T*>(a_ptr[i]);
         for (int wy = 0; wy < p.pkh; ++wy) {
           if (unsigned(a_y[i] + wy) >= unsigned(p.aY)) continue;
           for (int wx = 0; wx < p.pkw; ++wx) {
             if (unsigned(a_x[i] + wx) >= unsigned(p.aX)) continue;
-            const Vec16<T> v =
-                *reinterpret_cast<const Vec16<T>*>(a + off + int64_t(wy) * p.as.h + int64_t(wx) * p.as.w);
+            const Vec16<T> v = *reinterpret_cast<const Vec16<T>*>(src + int64_t(wy) * p.as.h + int64_t(wx) * p.as.w);
 #pragma unroll
             for (int e = 0; e < EPC; ++e) m[e] = pool_max(m[e], to_acc(v.v[e]));
           }
@@ -401,8 +431,8 @@ struct TcMathK {
   __device__ __forceinline__ void init(int tid) {
     const int lane = tid & 31, warp = tid >> 5;
     const int wm0 = (warp / Cfg::WARPS_N) * Cfg::WM, wn0 = (warp % Cfg::WARPS_N) * Cfg::WN;
-    a_ld = uint32_t(kmajor_chunk(wm0 + (lane & 15), lane >> 4) * 16);
-    b_ld = uint32_t(kmajor_chunk(wn0 + (lane & 7) + ((lane >> 4) << 3), (lane >> 3) & 1) * 16);
+    a_ld = pinned(uint32_t(kmajor_chunk(wm0 + (lane & 15), lane >> 4) * 16));
+    b_ld = pinned(uint32_t(kmajor_chunk(wn0 + (lane & 7) + ((lane >> 4) << 3), (lane >> 3) & 1) * 16));
   }
 
   __device__ __forceinline__ void zero() {
@@ -414,8 +444,8 @@ struct TcMathK {
         for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
   }
 
-  __device__ __forceinline__ void compute(const unsigned char* sA, const unsigned char* sB, int) {
-    const uint32_t a_s = smem_addr(sA), b_s = smem_addr(sB);
+  // (sA, sB: the stage as pointers; a_s, b_s: as shared addresses, converted once per kernel)
+  __device__ __forceinline__ void compute(const unsigned char*, const unsigned char*, uint32_t a_s, uint32_t b_s, int) {
 #pragma unroll
     for (int kst = 0; kst < 2; ++kst) {  // two 32-byte k-steps per 64-byte stage
       uint32_t af[MI][4], bf[NI][2];
@@ -481,7 +511,7 @@ struct SimtMathK {
   // The thread's rows are tm + i*THREADS_M with THREADS_M % 8 == 0, so they share the swizzle
   // term (row >> 1) & 3 (likewise for B): one XOR per chunk column, the rows are immediate offsets.
   // (Addressing each (row, k) element separately made ptxas hoist 256 addresses: 254 registers.)
-  __device__ __forceinline__ void compute(const unsigned char* sA, const unsigned char* sB, int tid) {
+  __device__ __forceinline__ void compute(const unsigned char* sA, const unsigned char* sB, uint32_t, uint32_t, int tid) {
     static_assert(Cfg::THREADS_M % 8 == 0 && Cfg::THREADS_N % 8 == 0, "shared swizzle term");
     constexpr int EPC = 16 / int(sizeof(T));
     constexpr int ROW = 64 / int(sizeof(T));  // elements per K-major row
@@ -701,6 +731,9 @@ __global__ void __launch_bounds__(Cfg::THREADS,
   unsigned char* sA = smem;
   unsigned char* sB = sA + STAGES * BM * 64;
   unsigned char* sM = sB + STAGES * BN * 64;  // ReLU-mask stages (only with kMask)
+  // The same as shared addresses: converted once (per use it cost the loop 10 uniform
+  // instructions, S2UR SR_CgaCtaId included, twice per tile).
+  const uint32_t aA = smem_addr(smem), aB = aA + STAGES * BM * 64, aM = aB + STAGES * BN * 64;
 
   const int tid = threadIdx.x;
   const int tile_m = blockIdx.x / p.ntiles_n, tile_n = blockIdx.x % p.ntiles_n;  // N fastest: the
@@ -720,9 +753,9 @@ __global__ void __launch_bounds__(Cfg::THREADS,
 #pragma unroll
   for (int s = 0; s < STAGES - 1; ++s) {
     if (s < num_k) {
-      ld.load_b(p, sB + s * BN * 64, tid);
+      ld.load_b(p, aB + s * BN * 64, tid);
       if constexpr (kAsyncA) {
-        ld.load_a_async(p, sA + s * BM * 64, sM + s * BM * 64);
+        ld.load_a_async(p, aA + s * BM * 64, aM + s * BM * 64);
       } else if constexpr (kPool && kVecA) {
         ld.load_a_pool_vec(p);
         ld.store_a_pool_vec(sA + s * BM * 64);
@@ -745,9 +778,9 @@ __global__ void __launch_bounds__(Cfg::THREADS,
     const int lt = kt + STAGES - 1;
     const int lstage = lt % STAGES;
     if (lt < num_k) {
-      ld.load_b(p, sB + lstage * BN * 64, tid);
+      ld.load_b(p, aB + lstage * BN * 64, tid);
       if constexpr (kAsyncA)
-        ld.load_a_async(p, sA + lstage * BM * 64, sM + lstage * BM * 64);
+        ld.load_a_async(p, aA + lstage * BM * 64, aM + lstage * BM * 64);
       else if constexpr (kPool && kVecA)
         ld.load_a_pool_vec(p);
       else
@@ -755,7 +788,7 @@ __global__ void __launch_bounds__(Cfg::THREADS,
       ld.advance(p);
     }
     cp_async_commit();
-    math.compute(sA + stage * BM * 64, sB + stage * BN * 64, tid);
+    math.compute(sA + stage * BM * 64, sB + stage * BN * 64, aA + stage * BM * 64, aB + stage * BN * 64, tid);
     if constexpr (kPool && kVecA) {
       if (lt < num_k) ld.store_a_pool_vec(sA + lstage * BM * 64);
     } else if constexpr (!kVecA) {
@@ -828,12 +861,26 @@ void launch_kmajor_cfg(GemmParams gp, bool vec_a, int groups, cudaStream_t strea
   }
 }
 
+// KMajorLoader::advance's byte increments: one step along S (the channel offset wraps from cpad
+// back to 0) and, added on top when S wraps, the step into the next R (S rewinds to 0).
+template <typename T>
+void tap_increments(GemmParams& gp) {
+  const int64_t es = int64_t(sizeof(T));
+  gp.a_inc_s = (int64_t(gp.xa_ks) * gp.as.w - gp.cpad) * es;
+  gp.a_inc_r = (int64_t(gp.ya_kr) * gp.as.h - int64_t(gp.ns) * gp.xa_ks * gp.as.w) * es;
+  gp.b_inc_s = (gp.b_ks - gp.cpad) * es;
+  gp.b_inc_r = (gp.b_kr - int64_t(gp.ns) * gp.b_ks) * es;
+}
+
 // Picks the tile for the math type and the GEMM shape (cuda-sim's tests force each one through
 // FASTCNN_PICK; under nvcc the choice is the natural one).
 template <typename T, bool k1x1>
-void launch_kmajor(const GemmParams& gp, bool vec_a, bool tensor_core, int groups, int64_t num_sms,
+void launch_kmajor(GemmParams gp, bool vec_a, bool tensor_core, int groups, int64_t num_sms,
                    cudaStream_t stream) {
   if (gp.M <= 0 || gp.Ngemm <= 0) return;
+  tap_increments<T>(gp);
+  // The vector path's tap bitmasks hold 16 taps per filter dimension (KMajorLoader::kMaxTaps).
+  if (gp.nr > 16 || gp.ns > 16) vec_a = false;
   if constexpr (sizeof(T) == 8) {
     if (FASTCNN_PICK("conv_tile", gp.Ngemm <= 32 ? 0 : 1, 2) == 0)
       launch_kmajor_cfg<T, SimtDS, k1x1>(gp, vec_a, groups, stream);
