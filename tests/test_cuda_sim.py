@@ -302,9 +302,11 @@ CONV_GEOMS = {  # N, C, H, W, K, R, stride, padding, dilation, groups
     "3x3d2g2": (1, 16, 9, 8, 24, 3, 1, 2, 2, 2),
 }
 # relu_grad_once: the backward's ReLU gradient materialised once (1) or masked by each pass's loader
-# (0); each tile and loader path sees both.
+# (0); conv_pad_c: a forward with C not a whole number of 16-byte chunks padded to them (1) or
+# on the scalar loader as it is (0); each tile and loader path sees both.
 FORCES = [f"conv_tile={t},wgrad_tile={t % 2},conv_vec={v},conv_epi_vec={v},wgrad_vec_a={v},wgrad_vec_b={1 - v},"
-          f"conv_images=1,wgrad_splits={2 + t},bias_splits=2,bias_chan_inner={v},relu_grad_once={(t + v) % 2}"
+          f"conv_images=1,wgrad_splits={2 + t},bias_splits=2,bias_chan_inner={v},relu_grad_once={(t + v) % 2},"
+          f"conv_pad_c={(t + 1 + v) % 2}"
           for t in range(3) for v in (0, 1)]
 
 
@@ -539,7 +541,7 @@ def _sweep_every_instantiation():
                         for vb in (0, 1):
                             force = (f"conv_tile={t},conv_vec={v},conv_epi_vec={vb},wgrad_tile={t % 2},wgrad_vec_a={v},"
                                      f"wgrad_vec_b={vb},bias_chan_inner={v ^ vb},conv_images={1 + t % 2},"
-                                     f"relu_grad_once={(t + v + vb) % 2}")
+                                     f"relu_grad_once={(t + v + vb) % 2},conv_pad_c={(t + vb) % 2}")
                             with _cudasim.forced(force):
                                 _conv_case(dtype, True, geom, TOL_TF32 if tf32 else TOL[dtype])
     finally:

@@ -102,6 +102,7 @@ struct ConvWgradParams {
   Strides4 dws;  // strides of dw as [K, C/G, R, S]
   void* ws;
   int64_t num_sms;  // the device's multiprocessor count: the split-K factor fills the device
+  bool tf32;        // fp32 on tensor cores (TF32) allowed
 };
 
 // db[k] = sum over n, p, q of g[n, k, p, q]. Workspace conv_bias_grad_workspace_bytes<T>(p).

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "cuda/channel_pad.h"
 #include "cuda/conv1x1_kernel.cuh"
 #include "cuda/conv2d_kernel.cuh"
 #include "cuda/aten_utils.h"
@@ -219,7 +220,13 @@ void conv_forward_impl(const at::Tensor& input, const at::Tensor& weight, const 
   const int64_t Cg = g.Cg();
   const int64_t cpad = conv_pad_channels(Cg, input.element_size());
   check_index_range("conv2d", g, cpad, 0);
-  const at::Tensor x = act_operand(input, Cg);
+  // Channels that do not fill whole 16-byte chunks (the stem's C = 3, LeNet's 1 and 6): the input
+  // is padded with zero channels to cpad (channel_pad.h, as the sm90 path does) so the kernel takes
+  // the cp.async loader on a channels_last operand; the packed weight is zero there already. One
+  // small copy per call instead of the scalar loader (182-255 registers, 1 CTA/SM at C = 3).
+  // (cuda-sim's tests force either way: conv_pad_c.)
+  const bool pad_c = g.G == 1 && cpad != Cg && FASTCNN_PICK("conv_pad_c", 1, 2);
+  const at::Tensor x = pad_c ? pad_channels(input, cpad) : act_operand(input, Cg);
   const cudaStream_t stream = current_stream();
   const at::Tensor wp = fprop_weight(weight, g, cpad, stream);
   const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
@@ -227,6 +234,7 @@ void conv_forward_impl(const at::Tensor& input, const at::Tensor& weight, const 
 
   ConvFpropParams p{};
   p.s = g;
+  if (pad_c) p.s.C = cpad;  // the kernel reads the padded input (the weight is packed for cpad)
   p.x = x.data_ptr();
   p.xs = strides4(x);
   p.w = wp.data_ptr();
@@ -402,6 +410,7 @@ at::Tensor conv_wgrad(const GradOperands& go, const at::Tensor& input, const at:
   p.dw = gw.data_ptr();
   p.dws = strides4(gw);
   p.num_sms = num_sms();
+  p.tf32 = tf32_allowed(input);
   const cudaStream_t stream = current_stream();
   const bool one = is_1x1(g);
   FASTCNN_CUDA_DISPATCH(input.scalar_type(), "fastcnn_conv_wgrad_cuda", [&] {

@@ -82,6 +82,14 @@ struct WSimtCfg {
 // 64x128 for layers with <= 64 output channels per group.
 using WTcL = WTcCfg<128, 128, 64, 32, 32, 4>;
 using WTcS = WTcCfg<64, 128, 32, 64, 32, 4>;
+// WTcS's tile for calls with both operands on the scalar loaders (NCHW or odd channels on both
+// sides): the same 64x128x32 tile (the split plan and workspace are the tile's), 8 warps of 32x32,
+// so the staged elements per thread halve -- on 4 warps that variant took 255 registers and
+// spilled (sm_80: 68 spill instructions); here 172 registers, none.
+using WTcSScalar = WTcCfg<64, 128, 32, 32, 32, 4>;
+// fp32 under TF32: 128x128 (8 warps of 64x32) over 16 pixels per stage (two m16n8k8 k-steps),
+// 3 stages: 48 KB, 72 KB with the mask's -- 2 CTAs/SM on sm_80 too.
+using WTcF = WTcCfg<128, 128, 64, 32, 16, 3>;
 using WSimtF = WSimtCfg<128, 64, 8, 4, 16, 3>;
 using WSimtFS = WSimtCfg<64, 64, 4, 4, 16, 3>;
 using WSimtD = WSimtCfg<64, 64, 4, 4, 8, 3>;

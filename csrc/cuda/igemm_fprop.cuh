@@ -838,19 +838,35 @@ __global__ void __launch_bounds__(Cfg::THREADS,
 // ------------------------------------------------------------------------------------------------
 // Host: launch one GemmParams with a given configuration.
 // ------------------------------------------------------------------------------------------------
+// Whether a tile has scalar-loader variants: the scalar loader stages BM * BKE / THREADS elements
+// per thread in registers (32 for TcL), which next to 64x64 warps' 128 accumulators spilled
+// (ptxas, sm_80: every bf16/fp16 TcL scalar variant; sm_90: the pooled ones); those calls run on
+// TcM, whose 64x32 warps leave the room.
+template <typename Cfg>
+constexpr bool kScalarLoader() {
+  if constexpr (Cfg::kTensorCore)
+    return Cfg::WM * Cfg::WN <= 64 * 32;
+  else
+    return true;
+}
+
 template <typename T, typename Cfg, bool k1x1>
 void launch_kmajor_cfg(GemmParams gp, bool vec_a, int groups, cudaStream_t stream) {
   const int smem = kmajor_smem_bytes<T, Cfg>(gp.mask != nullptr);
   const int64_t tm = ceil_div64(gp.M, Cfg::BM), tn = ceil_div64(gp.Ngemm, Cfg::BN);
   gp.ntiles_n = int(tn);
   const bool mask = gp.mask != nullptr;
-  auto kernel = vec_a ? (mask ? conv_kmajor_kernel<T, Cfg, true, k1x1, true>
-                              : conv_kmajor_kernel<T, Cfg, true, k1x1, false>)
-                      : (mask ? conv_kmajor_kernel<T, Cfg, false, k1x1, true>
-                              : conv_kmajor_kernel<T, Cfg, false, k1x1, false>);
+  auto kernel = mask ? conv_kmajor_kernel<T, Cfg, true, k1x1, true> : conv_kmajor_kernel<T, Cfg, true, k1x1, false>;
   if constexpr (k1x1) {
-    if (gp.pkh > 0)
-      kernel = vec_a ? conv_kmajor_kernel<T, Cfg, true, true, false, true> : conv_kmajor_kernel<T, Cfg, false, true, false, true>;
+    if (gp.pkh > 0) kernel = conv_kmajor_kernel<T, Cfg, true, true, false, true>;
+  }
+  if constexpr (kScalarLoader<Cfg>()) {  // (launch_kmajor sends no scalar-loader call to the others)
+    if (!vec_a) {
+      kernel = mask ? conv_kmajor_kernel<T, Cfg, false, k1x1, true> : conv_kmajor_kernel<T, Cfg, false, k1x1, false>;
+      if constexpr (k1x1) {
+        if (gp.pkh > 0) kernel = conv_kmajor_kernel<T, Cfg, false, true, false, true>;
+      }
+    }
   }
   if (!allow_dynamic_smem(kernel, smem)) return;  // the error stays for the launcher's check
   // gridDim.z <= 65535: launch the groups in slices.
@@ -899,9 +915,10 @@ void launch_kmajor(GemmParams gp, bool vec_a, bool tensor_core, int groups, int6
     // Tensor cores: the widest tile that still gives about one wave of CTAs.
     const int64_t ctas_l = ceil_div64(gp.M, 128) * ceil_div64(gp.Ngemm, 128) * groups;
     const int cfg = FASTCNN_PICK("conv_tile", gp.Ngemm <= 32 ? 0 : (gp.Ngemm <= 64 || ctas_l < num_sms) ? 1 : 2, 3);
+    static_assert(kScalarLoader<TcS>() && kScalarLoader<TcM>(), "the scalar loader's tiles");
     if (cfg == 0)
       launch_kmajor_cfg<T, TcS, k1x1>(gp, vec_a, groups, stream);
-    else if (cfg == 1)
+    else if (cfg == 1 || !vec_a)
       launch_kmajor_cfg<T, TcM, k1x1>(gp, vec_a, groups, stream);
     else
       launch_kmajor_cfg<T, TcL, k1x1>(gp, vec_a, groups, stream);

@@ -8,8 +8,8 @@
 // A[m = k, pix] = g[n, g*Kg + k, p, q] (masked), B[col = (r*S + s)*cpad + c, pix] =
 // x[n, g*Cg + c, p*sh - ph + r*dh, q*sw - pw + s*dw]. Channels are contiguous in memory, pixels
 // are the reduction, so tiles are stored MN-major ([pixel][channels], swizzled) and fragments come
-// from ldmatrix.trans (16-bit) or scalar shared loads (CUDA cores: fp32 and fp64; TF32 has no
-// transposing ldmatrix, so fp32 wgrad always runs exact FFMA). Split-K: blockIdx.y takes a pixel
+// from ldmatrix.trans (16-bit), 32-bit shared loads (TF32, where allowed: ldmatrix.trans has no
+// 32-bit form) or scalar shared loads (CUDA cores: exact fp32, fp64). Split-K: blockIdx.y takes a pixel
 // range; each CTA stores its fp32 (fp64) partial tile to ws[split][g][m][col]; wgrad_reduce_kernel
 // sums the splits in index order (deterministic) and writes dw in its own strides.
 #pragma once
@@ -228,10 +228,50 @@ struct TcMathMN {
         for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
   }
 
+  // Element (k, m) of an MN-major stage as 32 bits (TF32 operands).
+  template <int ROWCH>
+  __device__ __forceinline__ static uint32_t lds32(const unsigned char* s, int k, int m) {
+    return *reinterpret_cast<const uint32_t*>(s + mnmajor_chunk<ROWCH, SWZ>(k, m >> 2) * 16 + (m & 3) * 4);
+  }
+
   __device__ __forceinline__ void compute(const unsigned char* sA, const unsigned char* sB, int tid) {
-    static_assert(sizeof(T) == 2, "ldmatrix.trans is 16-bit only");
     const int lane = tid & 31, warp = tid >> 5;
     const int wm0 = (warp / Cfg::WARPS_N) * Cfg::WM, wn0 = (warp % Cfg::WARPS_N) * Cfg::WN;
+    if constexpr (sizeof(T) == 4) {
+      // TF32 (mma m16n8k8): ldmatrix.trans has no 32-bit form, so each fragment element is a 32-bit
+      // shared load of its (pixel, channel): A a0..a3 = (k, m), (k, m+8), (k+4, m), (k+4, m+8) with
+      // k = lane % 4, m = lane / 4; B b0, b1 = (k, n), (k+4, n). Under the stage swizzle the 4 pixel
+      // rows of a load share banks pairwise: 2-way conflicts, where the FFMA path it replaces does
+      // 8x the math instructions.
+      const int gq = lane >> 2, tq = lane & 3;
+#pragma unroll
+      for (int kst = 0; kst < Cfg::BKP / 8; ++kst) {
+        uint32_t af[MI][4], bf[NI][2];
+        const int k = kst * 8 + tq;
+#pragma unroll
+        for (int mi = 0; mi < MI; ++mi) {
+          const int m = wm0 + mi * 16 + gq;
+          af[mi][0] = lds32<ROWCH_A>(sA, k, m);
+          af[mi][1] = lds32<ROWCH_A>(sA, k, m + 8);
+          af[mi][2] = lds32<ROWCH_A>(sA, k + 4, m);
+          af[mi][3] = lds32<ROWCH_A>(sA, k + 4, m + 8);
+          Mma<T>::prep(af[mi]);
+        }
+#pragma unroll
+        for (int ni = 0; ni < NI; ++ni) {
+          const int n = wn0 + ni * 8 + gq;
+          bf[ni][0] = lds32<ROWCH_B>(sB, k, n);
+          bf[ni][1] = lds32<ROWCH_B>(sB, k + 4, n);
+          Mma<T>::prep_b(bf[ni]);
+        }
+#pragma unroll
+        for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+          for (int ni = 0; ni < NI; ++ni) Mma<T>::run(acc[mi][ni], af[mi], bf[ni]);
+      }
+      return;
+    }
+    static_assert(sizeof(T) == 2 || sizeof(T) == 4, "ldmatrix.trans is 16-bit only");
     const uint32_t a_s = smem_addr(sA), b_s = smem_addr(sB);
 #pragma unroll
     for (int kst = 0; kst < Cfg::BKP / 16; ++kst) {
@@ -441,7 +481,7 @@ struct WgradPlan {
 };
 
 template <typename T>
-WgradPlan plan_wgrad(const ConvGeom& s, int64_t cpad, int64_t num_sms) {
+WgradPlan plan_wgrad(const ConvGeom& s, int64_t cpad, int64_t num_sms, bool tf32) {
   WgradPlan pl{};
   const int64_t Kg = s.K / s.G, Ng = s.R * s.S * cpad;
   // (cuda-sim's tests force each tile and the split count through FASTCNN_PICK.)
@@ -452,7 +492,9 @@ WgradPlan plan_wgrad(const ConvGeom& s, int64_t cpad, int64_t num_sms) {
       pl.cfg = 0; pl.BM = WTcL::BM; pl.BN = WTcL::BN; pl.BKP = WTcL::BKP;
     }
   } else if constexpr (sizeof(T) == 4) {
-    if (FASTCNN_PICK("wgrad_tile", Kg <= 64 ? 1 : 0, 2) == 1) {
+    if (tf32 && FASTCNN_PICK("wgrad_tc", 1, 2)) {
+      pl.cfg = 2; pl.BM = WTcF::BM; pl.BN = WTcF::BN; pl.BKP = WTcF::BKP;
+    } else if (FASTCNN_PICK("wgrad_tile", Kg <= 64 ? 1 : 0, 2) == 1) {
       pl.cfg = 1; pl.BM = WSimtFS::BM; pl.BN = WSimtFS::BN; pl.BKP = WSimtFS::BKP;
     } else {
       pl.cfg = 0; pl.BM = WSimtF::BM; pl.BN = WSimtF::BN; pl.BKP = WSimtF::BKP;
@@ -487,8 +529,20 @@ void launch_wgrad_cfg(WgradGemmParams wp, bool vec_a, bool vec_b, int64_t splits
   const int smem = wgrad_smem_bytes<T, Cfg>(wp.mask != nullptr);
   const int64_t tm = ceil_div64(wp.Mg, Cfg::BM), tn = ceil_div64(wp.Ng, Cfg::BN);
   wp.ntiles_n = int(tn);
-  auto kernel = vec_a ? (vec_b ? conv_wgrad_kernel<T, Cfg, true, true, k1x1> : conv_wgrad_kernel<T, Cfg, true, false, k1x1>)
-                      : (vec_b ? conv_wgrad_kernel<T, Cfg, false, true, k1x1> : conv_wgrad_kernel<T, Cfg, false, false, k1x1>);
+  // WTcS sends its scalar/scalar calls to WTcSScalar (igemm_common.cuh), which has only that variant.
+  constexpr bool kS = std::is_same<Cfg, WTcS>::value, kSS = std::is_same<Cfg, WTcSScalar>::value;
+  static_assert(WTcSScalar::BM == WTcS::BM && WTcSScalar::BN == WTcS::BN && WTcSScalar::BKP == WTcS::BKP,
+                "one split plan for both");
+  if constexpr (kS) {
+    if (!vec_a && !vec_b) return launch_wgrad_cfg<T, WTcSScalar, k1x1>(wp, false, false, splits, groups, stream);
+  }
+  auto kernel = conv_wgrad_kernel<T, Cfg, kSS ? false : true, kSS ? false : true, k1x1>;
+  if constexpr (!kSS) {
+    if (!vec_a || !vec_b) kernel = vec_a ? conv_wgrad_kernel<T, Cfg, true, false, k1x1> : conv_wgrad_kernel<T, Cfg, false, true, k1x1>;
+    if constexpr (!kS) {
+      if (!vec_a && !vec_b) kernel = conv_wgrad_kernel<T, Cfg, false, false, k1x1>;
+    }
+  }
   if (!allow_dynamic_smem(kernel, smem)) return;  // the error stays for the launcher's check
   for (int g0 = 0; g0 < groups; g0 += 65535) {
     wp.group0 = g0;
@@ -500,7 +554,7 @@ void launch_wgrad_cfg(WgradGemmParams wp, bool vec_a, bool vec_b, int64_t splits
 template <typename T, bool k1x1>
 int64_t wgrad_workspace_bytes(const ConvWgradParams& p) {
   const int64_t cpad = conv_pad_channels(p.s.C / p.s.G, sizeof(T));
-  const WgradPlan pl = plan_wgrad<T>(p.s, cpad, p.num_sms);
+  const WgradPlan pl = plan_wgrad<T>(p.s, cpad, p.num_sms, p.tf32);
   return pl.ws_elems * int64_t(sizeof(typename Num<T>::acc_t));
 }
 
@@ -510,7 +564,7 @@ void run_wgrad(const ConvWgradParams& p, cudaStream_t stream) {
   const ConvGeom& s = p.s;
   const int64_t Cg = s.C / s.G, Kg = s.K / s.G;
   const int64_t cpad = conv_pad_channels(Cg, sizeof(T));
-  const WgradPlan pl = plan_wgrad<T>(s, cpad, p.num_sms);
+  const WgradPlan pl = plan_wgrad<T>(s, cpad, p.num_sms, p.tf32);
   if (pl.total_splits == 0) return;  // empty batch: the caller zeroes dw
   WgradGemmParams wp{};
   wp.Mg = int(Kg);
@@ -558,7 +612,9 @@ void run_wgrad(const ConvWgradParams& p, cudaStream_t stream) {
       else
         launch_wgrad_cfg<T, WTcL, k1x1>(wp, vec_a, vec_b, splits, int(s.G), stream);
     } else if constexpr (sizeof(T) == 4) {
-      if (pl.cfg == 1)
+      if (pl.cfg == 2)
+        launch_wgrad_cfg<T, WTcF, k1x1>(wp, vec_a, vec_b, splits, int(s.G), stream);
+      else if (pl.cfg == 1)
         launch_wgrad_cfg<T, WSimtFS, k1x1>(wp, vec_a, vec_b, splits, int(s.G), stream);
       else
         launch_wgrad_cfg<T, WSimtF, k1x1>(wp, vec_a, vec_b, splits, int(s.G), stream);
