@@ -344,11 +344,17 @@ struct GradOperands {
   const void* mask;  // om's data, or null without an activation
 };
 
+// The layout the backward kernels read the gradient in: channels_last where the output channels
+// per group fill whole 16-byte chunks (the cp.async loaders), else the op's format.
+at::MemoryFormat grad_format(const at::Tensor& grad_output, const ConvGeom& g, at::MemoryFormat fmt) {
+  return g.Kg() % chunk_elems(grad_output) == 0 ? at::MemoryFormat::ChannelsLast : fmt;
+}
+
 GradOperands grad_operands(const at::Tensor& grad_output, const std::optional<at::Tensor>& output,
                            const ConvGeom& g, at::MemoryFormat fmt, bool relu) {
   GradOperands go{};
   if (relu) {
-    const at::MemoryFormat gfmt = g.Kg() % chunk_elems(grad_output) == 0 ? at::MemoryFormat::ChannelsLast : fmt;
+    const at::MemoryFormat gfmt = grad_format(grad_output, g, fmt);
     go.gy = grad_output.contiguous(gfmt);
     go.om = output->contiguous(gfmt);
   } else {
@@ -508,9 +514,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_backward_cuda(
                     FASTCNN_PICK("relu_grad_once", (mask[3] || consumers > 1 || (mask[0] && g.R * g.S > 1)) ? 1 : 0, 2);
   at::Tensor ga;
   if (once) {
-    const at::MemoryFormat gfmt =
-        mask[3] || g.Kg() % chunk_elems(grad_output) != 0 ? fmt : at::MemoryFormat::ChannelsLast;
-    ga = conv_preact_grad(grad_output, output, gfmt, true);
+    // (returned as the pre-activation gradient: the op's format)
+    ga = conv_preact_grad(grad_output, output, mask[3] ? fmt : grad_format(grad_output, g, fmt), true);
   }
   const at::Tensor& gsrc = once ? ga : grad_output;
   const bool load_mask = relu && !once;

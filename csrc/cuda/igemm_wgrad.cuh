@@ -269,30 +269,30 @@ struct TcMathMN {
 #pragma unroll
           for (int ni = 0; ni < NI; ++ni) Mma<T>::run(acc[mi][ni], af[mi], bf[ni]);
       }
-      return;
-    }
-    static_assert(sizeof(T) == 2 || sizeof(T) == 4, "ldmatrix.trans is 16-bit only");
-    const uint32_t a_s = smem_addr(sA), b_s = smem_addr(sB);
+    } else {
+      static_assert(sizeof(T) == 2, "ldmatrix.trans is 16-bit only");
+      const uint32_t a_s = smem_addr(sA), b_s = smem_addr(sB);
 #pragma unroll
-    for (int kst = 0; kst < Cfg::BKP / 16; ++kst) {
-      uint32_t af[MI][4], bf[NI][2];
+      for (int kst = 0; kst < Cfg::BKP / 16; ++kst) {
+        uint32_t af[MI][4], bf[NI][2];
 #pragma unroll
-      for (int mi = 0; mi < MI; ++mi) {
-        const int k = kst * 16 + (lane & 7) + ((lane >> 4) << 3);
-        const int ch = (wm0 + mi * 16) / 8 + ((lane >> 3) & 1);
-        ldsm_x4_trans(a_s + mnmajor_chunk<ROWCH_A, SWZ>(k, ch) * 16, af[mi][0], af[mi][1], af[mi][2], af[mi][3]);
+        for (int mi = 0; mi < MI; ++mi) {
+          const int k = kst * 16 + (lane & 7) + ((lane >> 4) << 3);
+          const int ch = (wm0 + mi * 16) / 8 + ((lane >> 3) & 1);
+          ldsm_x4_trans(a_s + mnmajor_chunk<ROWCH_A, SWZ>(k, ch) * 16, af[mi][0], af[mi][1], af[mi][2], af[mi][3]);
+        }
+#pragma unroll
+        for (int nj = 0; nj < NI / 2; ++nj) {
+          const int k = kst * 16 + (lane & 15);
+          const int ch = (wn0 + nj * 16) / 8 + (lane >> 4);
+          ldsm_x4_trans(b_s + mnmajor_chunk<ROWCH_B, SWZ>(k, ch) * 16, bf[2 * nj][0], bf[2 * nj][1], bf[2 * nj + 1][0],
+                        bf[2 * nj + 1][1]);
+        }
+#pragma unroll
+        for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+          for (int ni = 0; ni < NI; ++ni) Mma<T>::run(acc[mi][ni], af[mi], bf[ni]);
       }
-#pragma unroll
-      for (int nj = 0; nj < NI / 2; ++nj) {
-        const int k = kst * 16 + (lane & 15);
-        const int ch = (wn0 + nj * 16) / 8 + (lane >> 4);
-        ldsm_x4_trans(b_s + mnmajor_chunk<ROWCH_B, SWZ>(k, ch) * 16, bf[2 * nj][0], bf[2 * nj][1], bf[2 * nj + 1][0],
-                      bf[2 * nj + 1][1]);
-      }
-#pragma unroll
-      for (int mi = 0; mi < MI; ++mi)
-#pragma unroll
-        for (int ni = 0; ni < NI; ++ni) Mma<T>::run(acc[mi][ni], af[mi], bf[ni]);
     }
   }
 
