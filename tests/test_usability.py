@@ -36,7 +36,7 @@ def test_explain_names_backend_and_kernel_per_call():
     assert set(ops[2:]) == {"max_pool2d_backward", "conv2d_backward"}, ops
     assert all(d.backend == "cpu" and d.device == "cpu" for d in ran)
     conv = ran[0]  # float32 on the CPU: oneDNN (issue 20); float64: fastcnn's own engine
-    assert conv.notes["kernel"] == "oneDNN convolution (PyTorch's mkldnn ops)" and conv.notes["layout"] in ("NCHW", "NHWC")
+    assert conv.notes["kernel"] == "oneDNN convolution (PyTorch's at::convolution)" and conv.notes["layout"] in ("NCHW", "NHWC")
     assert "conv2d on cpu -> cpu; kernel: oneDNN convolution" in str(conv)
     _, ran64 = fastcnn.explain(FF.conv2d, x.detach().double(), w.detach().double(), None, 1, 1)
     assert ran64[0].notes["kernel"] == "im2col panels + GEMM", ran64[0].notes

@@ -703,7 +703,7 @@ MemoryFormat engine_format(const ConvGeom& g, MemoryFormat fmt) {
 
 // What ran, for fastcnn.explain.
 void note_engine(const ConvGeom& g, MemoryFormat efmt, at::ScalarType cdt, bool onednn) {
-  trace_note("kernel", onednn ? "oneDNN convolution (PyTorch's mkldnn ops)"
+  trace_note("kernel", onednn ? "oneDNN convolution (PyTorch's at::convolution)"
                        : is_direct(g) ? "GEMM on the input (1x1 stride 1, no im2col)"
                                       : "im2col panels + GEMM");
   trace_note("layout", efmt == MemoryFormat::ChannelsLast ? "NHWC" : "NCHW");
