@@ -6,15 +6,12 @@
 #include <ATen/autocast_mode.h>
 #include <torch/library.h>
 
+#include "backend.h"
+
 namespace fastcnn {
 namespace {
 
 using OptT = const std::optional<at::Tensor>&;
-
-template <typename Sig>
-c10::TypedOperatorHandle<Sig> op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
-}
 
 template <c10::DeviceType D>
 struct Rules {
@@ -23,7 +20,7 @@ struct Rules {
                            c10::string_view activation) {
     c10::impl::ExcludeDispatchKeyGuard no_autocast(at::autocast::get_autocast_dispatch_key_from_device_type(D));
     const auto t = at::autocast::get_lower_precision_fp_from_device_type(D);
-    static const auto h = op<decltype(conv2d)>("fastcnn::conv2d");
+    static const auto h = typed_op<decltype(conv2d)>("fastcnn::conv2d");
     using at::autocast::cached_cast;
     return h.call(cached_cast(t, input, D), cached_cast(t, weight, D), cached_cast(t, bias, D),
                   cached_cast(t, residual, D), stride, padding, dilation, groups, activation);
@@ -33,7 +30,7 @@ struct Rules {
                             at::IntArrayRef stride, c10::string_view activation) {
     c10::impl::ExcludeDispatchKeyGuard no_autocast(at::autocast::get_autocast_dispatch_key_from_device_type(D));
     const auto t = at::autocast::get_lower_precision_fp_from_device_type(D);
-    static const auto h = op<decltype(conv1x1)>("fastcnn::conv1x1");
+    static const auto h = typed_op<decltype(conv1x1)>("fastcnn::conv1x1");
     using at::autocast::cached_cast;
     return h.call(cached_cast(t, input, D), cached_cast(t, weight, D), cached_cast(t, bias, D),
                   cached_cast(t, residual, D), stride, activation);
@@ -43,7 +40,7 @@ struct Rules {
     c10::impl::ExcludeDispatchKeyGuard no_autocast(at::autocast::get_autocast_dispatch_key_from_device_type(D));
     const auto t = at::autocast::promote_type(at::autocast::get_lower_precision_fp_from_device_type(D), D, input,
                                               other);
-    static const auto h = op<decltype(add_relu)>("fastcnn::add_relu");
+    static const auto h = typed_op<decltype(add_relu)>("fastcnn::add_relu");
     using at::autocast::cached_cast;
     return h.call(cached_cast(t, input, D), cached_cast(t, other, D));
   }

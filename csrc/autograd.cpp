@@ -2,21 +2,21 @@
 // torch::autograd::Functions registered for the Autograd key. Each backward calls the op's
 // routed _<op>_backward op, so every backend differentiates the same way.
 //
-// Why C++ and not torch.library.register_autograd: the Python wrapper it generates cost ~150-250 us
-// per conv per training step on the CPU (its fill_defaults alone ~58 us a call: it rebuilds the
-// schema's argument list for each argument), against ~10 us for F.conv2d's own autograd; ResNet-50
-// runs 53 convs, 16 add_relus and a pool per step. The contract is the one the Python version had:
+// Why C++ and not torch.library.register_autograd: the Python wrapper it generates cost ~300 us per
+// conv per training step on the CPU (a tiny conv's forward+backward took 428 us with it, 106 us
+// now, F.conv2d 91 us; its fill_defaults alone ~58 us a call); ResNet-50 runs 53 convs, 16
+// add_relus and a pool per step. The contract is the one the Python version had:
 // gradients only for the inputs that need them, the residual's gradient is the pre-activation
 // gradient, a broadcast addend's gradient summed to its shape, max_pool2d's indices not
 // differentiable. A second derivative fails with the backward ops' own message (fastcnn/_ops.py
 // registers them a node that raises): under create_graph the backward op is called with autograd on.
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <string>
 #include <vector>
 
+#include "backend.h"
 #include "checks.h"
 
 namespace fastcnn {
@@ -25,11 +25,6 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 using OptT = const std::optional<at::Tensor>&;
-
-template <typename Sig>
-c10::TypedOperatorHandle<Sig> op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
-}
 
 // The edge index of each differentiable argument (-1: absent), for ctx->needs_input_grad: the
 // autograd node has an edge per defined tensor argument only.
@@ -46,6 +41,21 @@ auto call_backward(F&& f) {
 }
 
 using ConvBackwardResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+// The schemas (csrc/fastcnn.cpp) as C++ signatures, for the typed op handles.
+using Conv2dSig = at::Tensor(const at::Tensor&, const at::Tensor&, OptT, OptT, at::IntArrayRef, at::IntArrayRef,
+                             at::IntArrayRef, int64_t, c10::string_view);
+using Conv2dBackwardSig = ConvBackwardResult(const at::Tensor&, const at::Tensor&, const at::Tensor&, OptT,
+                                             at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, int64_t,
+                                             c10::string_view, std::array<bool, 4>);
+using Conv1x1Sig = at::Tensor(const at::Tensor&, const at::Tensor&, OptT, OptT, at::IntArrayRef, c10::string_view);
+using Conv1x1BackwardSig = ConvBackwardResult(const at::Tensor&, const at::Tensor&, const at::Tensor&, OptT,
+                                              at::IntArrayRef, c10::string_view, std::array<bool, 4>);
+using MaxPool2dSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, at::IntArrayRef, at::IntArrayRef,
+                                                        at::IntArrayRef, at::IntArrayRef, bool, bool);
+using MaxPool2dBackwardSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, at::IntArrayRef,
+                                        at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, bool);
+using BinarySig = at::Tensor(const at::Tensor&, const at::Tensor&);  // add_relu and its backward
 
 // The shared part of conv2d's and conv1x1's backward: which gradients to compute, and what each
 // argument gets. `call(mask)` runs the backward op.
@@ -79,8 +89,7 @@ struct Conv2dFn : torch::autograd::Function<Conv2dFn> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight, OptT bias,
                             OptT residual, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                             int64_t groups, c10::string_view activation) {
-    static const auto h = op<at::Tensor(const at::Tensor&, const at::Tensor&, OptT, OptT, at::IntArrayRef,
-                                        at::IntArrayRef, at::IntArrayRef, int64_t, c10::string_view)>("fastcnn::conv2d");
+    static const auto h = typed_op<Conv2dSig>("fastcnn::conv2d");
     at::Tensor out;
     {
       at::AutoDispatchBelowADInplaceOrView below;
@@ -96,9 +105,7 @@ struct Conv2dFn : torch::autograd::Function<Conv2dFn> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static const auto h = op<ConvBackwardResult(const at::Tensor&, const at::Tensor&, const at::Tensor&, OptT,
-                                                at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, int64_t,
-                                                c10::string_view, std::array<bool, 4>)>("fastcnn::_conv2d_backward");
+    static const auto h = typed_op<Conv2dBackwardSig>("fastcnn::_conv2d_backward");
     const auto saved = ctx->get_saved_variables();
     const auto stride = ctx->saved_data["stride"].toIntVector(), padding = ctx->saved_data["padding"].toIntVector(),
                dilation = ctx->saved_data["dilation"].toIntVector();
@@ -116,8 +123,7 @@ struct Conv2dFn : torch::autograd::Function<Conv2dFn> {
 struct Conv1x1Fn : torch::autograd::Function<Conv1x1Fn> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight, OptT bias,
                             OptT residual, at::IntArrayRef stride, c10::string_view activation) {
-    static const auto h = op<at::Tensor(const at::Tensor&, const at::Tensor&, OptT, OptT, at::IntArrayRef,
-                                        c10::string_view)>("fastcnn::conv1x1");
+    static const auto h = typed_op<Conv1x1Sig>("fastcnn::conv1x1");
     at::Tensor out;
     {
       at::AutoDispatchBelowADInplaceOrView below;
@@ -130,9 +136,7 @@ struct Conv1x1Fn : torch::autograd::Function<Conv1x1Fn> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static const auto h = op<ConvBackwardResult(const at::Tensor&, const at::Tensor&, const at::Tensor&, OptT,
-                                                at::IntArrayRef, c10::string_view, std::array<bool, 4>)>(
-        "fastcnn::_conv1x1_backward");
+    static const auto h = typed_op<Conv1x1BackwardSig>("fastcnn::_conv1x1_backward");
     const auto saved = ctx->get_saved_variables();
     const auto stride = ctx->saved_data["stride"].toIntVector();
     const std::string act = ctx->saved_data["activation"].toStringRef();
@@ -147,9 +151,7 @@ struct MaxPool2dFn : torch::autograd::Function<MaxPool2dFn> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& input, at::IntArrayRef kernel_size,
                                at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                                bool ceil_mode, bool with_indices) {
-    static const auto h = op<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, at::IntArrayRef, at::IntArrayRef,
-                                                                at::IntArrayRef, at::IntArrayRef, bool, bool)>(
-        "fastcnn::max_pool2d");
+    static const auto h = typed_op<MaxPool2dSig>("fastcnn::max_pool2d");
     at::Tensor out, idx;
     {
       at::AutoDispatchBelowADInplaceOrView below;
@@ -167,9 +169,7 @@ struct MaxPool2dFn : torch::autograd::Function<MaxPool2dFn> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static const auto h = op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, at::IntArrayRef,
-                                        at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, bool)>(
-        "fastcnn::_max_pool2d_backward");
+    static const auto h = typed_op<MaxPool2dBackwardSig>("fastcnn::_max_pool2d_backward");
     const auto saved = ctx->get_saved_variables();
     const auto k = ctx->saved_data["kernel_size"].toIntVector(), s = ctx->saved_data["stride"].toIntVector(),
                p = ctx->saved_data["padding"].toIntVector(), d = ctx->saved_data["dilation"].toIntVector();
@@ -182,7 +182,7 @@ struct MaxPool2dFn : torch::autograd::Function<MaxPool2dFn> {
 
 struct AddReluFn : torch::autograd::Function<AddReluFn> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& other) {
-    static const auto h = op<at::Tensor(const at::Tensor&, const at::Tensor&)>("fastcnn::add_relu");
+    static const auto h = typed_op<BinarySig>("fastcnn::add_relu");
     at::Tensor out;
     {
       at::AutoDispatchBelowADInplaceOrView below;
@@ -195,7 +195,7 @@ struct AddReluFn : torch::autograd::Function<AddReluFn> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    static const auto h = op<at::Tensor(const at::Tensor&, const at::Tensor&)>("fastcnn::_add_relu_backward");
+    static const auto h = typed_op<BinarySig>("fastcnn::_add_relu_backward");
     const auto saved = ctx->get_saved_variables();
     const bool need[2] = {ctx->needs_input_grad(0), ctx->needs_input_grad(1)};
     variable_list out(2);

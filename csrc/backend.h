@@ -37,6 +37,13 @@ namespace fastcnn {
 #endif
 #define FASTCNN_CUDA_OP(stem) FASTCNN_IMPL_OP(FASTCNN_CUDA_TAG, stem)
 
+// A typed handle of a fastcnn op for the C++ wrappers that call a public op again (autocast.cpp,
+// autograd.cpp); looked up once per call site (static).
+template <typename Sig>
+c10::TypedOperatorHandle<Sig> typed_op(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
+}
+
 // Every op stem; implementation ops exist for each (tag, stem).
 extern const char* const kOpStems[10];
 

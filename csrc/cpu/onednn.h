@@ -1,8 +1,8 @@
 // oneDNN through PyTorch's own operators, for the float32 convolutions where it measures faster
 // than fastcnn's engine (conv_engine.cpp): the forward as at::convolution (what F.conv2d runs:
 // mkldnn_convolution, the bias fused) then one pass for the residual add and the NaN-keeping
-// ReLU; the backward as at::convolution_backward on the ReLU-masked
-// gradient (the mask stays fastcnn's).
+// ReLU; the backward as at::convolution_backward on the ReLU-masked gradient (the mask stays
+// fastcnn's).
 //
 // Nothing here is required: a torch without oneDNN (or with torch.backends.mkldnn.enabled = False)
 // runs every convolution on the own engine. The choice per geometry and pass is prefer_onednn().
